@@ -1,0 +1,32 @@
+/* io.c: the first task that reads or writes an inbound socket owns it.
+ *
+ * sock:sock_send_length / sock_recv_length fire in the task doing the I/O,
+ * with sk equal to inet_sock_set_state's skaddr. The listener's owner is
+ * only a first guess (a pre-fork server, or systemd socket activation,
+ * accepts in another process than the one that called listen()).
+ */
+
+static __always_inline void first_io(const void *skp, u16 protocol)
+{
+	if (protocol != IPPROTO_TCP)
+		return;
+	u64 sk = (u64)skp;
+	struct conn_record *st = socks.lookup(&sk);
+	if (!st || st->direction != DIR_INBOUND || st->pid_source == PID_SRC_FIRST_IO)
+		return;
+	owner_from_current(st, PID_SRC_FIRST_IO);
+}
+
+#if HAVE_FIRST_IO
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+	first_io(args->sk, args->protocol);
+	return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+	first_io(args->sk, args->protocol);
+	return 0;
+}
+#endif /* HAVE_FIRST_IO */

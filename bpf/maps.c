@@ -1,0 +1,221 @@
+/* maps.c: maps, counters and the small helpers every concern shares.
+ *
+ * Compile-time knobs arrive as -D integers from agent/kernel/loader.py;
+ * the defaults below are what runs when they are absent.
+ */
+#include "connscope.h"
+
+#ifndef USE_RINGBUF
+#define USE_RINGBUF 1
+#endif
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 2048 /* 8 MiB: about 60k records of burst */
+#endif
+#ifndef MAX_SOCKS
+#define MAX_SOCKS 65536
+#endif
+#ifndef MAX_LISTENERS
+#define MAX_LISTENERS 4096
+#endif
+#ifndef MAX_CALLS
+#define MAX_CALLS 16384
+#endif
+
+/* Optional hooks the loader found on this kernel (agent/kernel/hooks.py). */
+#ifndef HAVE_CONNECT_SYSCALL
+#define HAVE_CONNECT_SYSCALL 1
+#endif
+#ifndef HAVE_SOCKET_SYSCALL
+#define HAVE_SOCKET_SYSCALL 1
+#endif
+#ifndef HAVE_RETRANSMIT
+#define HAVE_RETRANSMIT 1
+#endif
+#ifndef HAVE_SYNACK_RETRANSMIT
+#define HAVE_SYNACK_RETRANSMIT 1
+#endif
+#ifndef HAVE_RESET_SENT
+#define HAVE_RESET_SENT 1
+#endif
+#ifndef HAVE_RESET_RECEIVED
+#define HAVE_RESET_RECEIVED 1
+#endif
+#ifndef HAVE_FIRST_IO
+#define HAVE_FIRST_IO 1
+#endif
+
+#define HOOK_FENTRY 1
+#define HOOK_KPROBE 2
+#define HOOK_TRACEPOINT 3
+#ifndef CONNECT_HOOK
+#define CONNECT_HOOK HOOK_TRACEPOINT
+#endif
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define EINPROGRESS 115
+#define EALREADY 114
+#define EISCONN 106
+
+/* Kernel TCP states (include/net/tcp_states.h: stable since 2.6). */
+#define ST_ESTABLISHED 1
+#define ST_SYN_SENT 2
+#define ST_SYN_RECV 3
+#define ST_FIN_WAIT1 4
+#define ST_FIN_WAIT2 5
+#define ST_TIME_WAIT 6
+#define ST_CLOSE 7
+#define ST_CLOSE_WAIT 8
+#define ST_LAST_ACK 9
+#define ST_LISTEN 10
+#define ST_CLOSING 11
+
+/* A connection's identity as the tracepoints without skaddr show it
+ * (inet_sk_error_report, tcp_retransmit_synack). */
+struct tuple_key {
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 _pad0;
+};
+
+/* Per-socket state, keyed by the kernel socket address. LRU so that a
+ * socket whose end we never see cannot fill the map for good; entries are
+ * deleted as soon as their last record is emitted. */
+BPF_TABLE("lru_hash", u64, struct conn_record, socks, MAX_SOCKS);
+BPF_TABLE("lru_hash", struct listener_key, struct listener_owner, listeners, MAX_LISTENERS);
+/* connect(2) calls in flight, by thread id. */
+BPF_TABLE("lru_hash", u32, struct connect_call, calls, MAX_CALLS);
+/* socket(2) calls in flight (tid -> is_tcp), and fds known to be TCP
+ * sockets ((tgid << 32) | fd -> 1), for failures that never reach TCP. */
+BPF_TABLE("lru_hash", u32, u8, socket_calls, MAX_CALLS);
+BPF_TABLE("lru_hash", u64, u8, tcp_fds, MAX_SOCKS);
+/* Sockets closed and waiting for their errno (tuple -> skaddr), and errnos
+ * reported before their socket reached CLOSE (tuple -> errno). */
+BPF_TABLE("lru_hash", struct tuple_key, u64, closing, MAX_CALLS);
+BPF_TABLE("lru_hash", struct tuple_key, s32, early_err, MAX_CALLS);
+/* SYN-ACK retransmits of handshakes whose child socket does not exist yet. */
+BPF_TABLE("lru_hash", struct tuple_key, u32, synacks, MAX_CALLS);
+/* Never written: the zeroed template new states are copied from. */
+BPF_ARRAY(zero_record, struct conn_record, 1);
+BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+
+#if USE_RINGBUF
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+
+static __always_inline void count(u32 idx)
+{
+	u64 *c = counters.lookup(&idx);
+	if (c)
+		*c += 1; /* per-CPU: no atomics needed */
+}
+
+static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
+{
+	rec->type = type;
+	rec->ts_ns = bpf_ktime_get_ns();
+#if USE_RINGBUF
+	int rc = events.ringbuf_output(rec, sizeof(*rec), 0);
+#else
+	int rc = events.perf_submit(ctx, rec, sizeof(*rec));
+#endif
+	count(rc == 0 ? CNT_EMITTED : CNT_LOST_RINGBUF);
+}
+
+/* Creates (or resets) the state of a socket from the zeroed template. */
+static __always_inline struct conn_record *state_new(u64 sk)
+{
+	u32 zero = 0;
+	struct conn_record *tmpl = zero_record.lookup(&zero);
+	if (!tmpl)
+		return 0;
+	if (socks.update(&sk, tmpl) != 0) {
+		count(CNT_LOST_STATE_MAP);
+		return 0;
+	}
+	struct conn_record *st = socks.lookup(&sk);
+	if (st)
+		st->skaddr = sk;
+	return st;
+}
+
+/* Only for hooks that run in the owning task's context. */
+static __always_inline void owner_from_current(struct conn_record *st, u8 source)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	st->pid = id >> 32;
+	st->tid = (u32)id;
+	st->cgroup_id = bpf_get_current_cgroup_id();
+	st->pid_source = source;
+	bpf_get_current_comm(&st->comm, sizeof(st->comm));
+}
+
+/* Reads from the tracepoint record go through bpf_probe_read_kernel: the
+ * verifier refuses loads from a ctx pointer the compiler has offset.
+ * Tracepoint records lay out addresses alike but are distinct types, so
+ * these are macros. Zero ports are skipped: CLOSE->SYN_SENT and a failed
+ * port allocation report sport 0, and a later event has the real one. */
+#define STORE_ADDRS(st, a)                                                 \
+	do {                                                               \
+		(st)->family = (a)->family;                                \
+		if ((a)->sport)                                            \
+			(st)->sport = (a)->sport;                          \
+		if ((a)->dport)                                            \
+			(st)->dport = (a)->dport;                          \
+		if ((a)->family == AF_INET) {                              \
+			bpf_probe_read_kernel((st)->saddr, 4, (a)->saddr);      \
+			bpf_probe_read_kernel((st)->daddr, 4, (a)->daddr);      \
+		} else {                                                   \
+			bpf_probe_read_kernel((st)->saddr, 16, (a)->saddr_v6);  \
+			bpf_probe_read_kernel((st)->daddr, 16, (a)->daddr_v6);  \
+		}                                                          \
+	} while (0)
+
+#define TUPLE_FROM_ARGS(k, a)                                              \
+	do {                                                               \
+		__builtin_memset(&(k), 0, sizeof(k));                      \
+		(k).sport = (a)->sport;                                    \
+		(k).dport = (a)->dport;                                    \
+		(k).family = (a)->family;                                  \
+		if ((a)->family == AF_INET)                                \
+			bpf_probe_read_kernel((k).daddr, 4, (a)->daddr);        \
+		else                                                       \
+			bpf_probe_read_kernel((k).daddr, 16, (a)->daddr_v6);    \
+	} while (0)
+
+static __always_inline void tuple_from_state(struct tuple_key *k, struct conn_record *st)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->daddr, st->daddr, 16);
+	k->sport = st->sport;
+	k->dport = st->dport;
+	k->family = st->family;
+}
+
+/* Emits the last record of a socket and forgets it. A socket that never
+ * established is a failed (or aborted) connect attempt; otherwise a close. */
+static __always_inline void resolve(void *ctx, struct conn_record *st)
+{
+	u64 sk = st->skaddr;
+	struct tuple_key k = {};
+	tuple_from_state(&k, st);
+	closing.delete(&k);
+	if (!st->end_ns)
+		st->end_ns = bpf_ktime_get_ns();
+	if (st->err)
+		st->flags &= ~F_TIME_WAIT;
+	if (!(st->flags & F_ESTABLISHED) && st->direction == DIR_OUTBOUND) {
+		if (!st->err)
+			st->flags |= F_ABORTED;
+		emit(ctx, st, EV_CONNECT);
+	} else {
+		emit(ctx, st, EV_CLOSE);
+	}
+	socks.delete(&sk);
+}

@@ -1,0 +1,166 @@
+/* state.c: the TCP lifecycle from sock:inet_sock_set_state.
+ *
+ * Records are emitted when an attempt resolves and when a connection ends,
+ * not per transition. A socket reaching CLOSE is not emitted at once: its
+ * errno is reported just after (tcp_done_with_error sets the state first,
+ * then calls sk_error_report), so errors.c emits it, or the socket's
+ * destruction does when no error follows.
+ */
+
+static __always_inline void connect_start(void *ctx, u64 sk)
+{
+	struct conn_record *st = socks.lookup(&sk);
+	if (st && (st->flags & F_CLOSING))
+		resolve(ctx, st); /* the socket is connecting again */
+	st = state_new(sk);
+	if (!st)
+		return;
+	owner_from_current(st, PID_SRC_CONNECT);
+	st->direction = DIR_OUTBOUND;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct connect_call *call = calls.lookup(&tid);
+	if (call) {
+		st->start_ns = call->start_ns;
+		call->skaddr = sk;
+	} else {
+		st->start_ns = bpf_ktime_get_ns(); /* in-kernel or io_uring connect */
+	}
+}
+
+#if CONNECT_HOOK == HOOK_FENTRY
+KFUNC_PROBE(tcp_connect, struct sock *sk)
+{
+	connect_start(ctx, (u64)sk);
+	return 0;
+}
+#elif CONNECT_HOOK == HOOK_KPROBE
+int kprobe__tcp_connect(struct pt_regs *ctx, struct sock *sk)
+{
+	connect_start(ctx, (u64)sk);
+	return 0;
+}
+#endif
+
+static __always_inline void inbound_start(struct conn_record *st, struct listener_key *lk)
+{
+	struct listener_owner *o = listener_find(lk);
+	st->direction = DIR_INBOUND;
+	if (o) {
+		st->pid = o->pid;
+		st->cgroup_id = o->cgroup_id;
+		__builtin_memcpy(st->comm, o->comm, sizeof(st->comm));
+		st->pid_source = PID_SRC_LISTENER;
+	}
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+	if (args->protocol != IPPROTO_TCP)
+		return 0;
+	u64 sk = (u64)args->skaddr;
+	int old = args->oldstate, new = args->newstate;
+	u64 now = bpf_ktime_get_ns();
+
+	struct listener_key lk;
+	listener_key_from(&lk, args->family, args->saddr, args->saddr_v6, args->sport);
+	if (new == ST_LISTEN || (old == ST_LISTEN && new == ST_CLOSE)) {
+		if (new == ST_LISTEN)
+			listener_add(&lk);
+		else
+			listeners.delete(&lk);
+		return 0;
+	}
+	if (old == ST_CLOSE && new == ST_SYN_SENT) {
+#if CONNECT_HOOK == HOOK_TRACEPOINT
+		connect_start(args, sk);
+#endif
+		return 0;
+	}
+
+	struct conn_record *st;
+	if (old == ST_LISTEN && new == ST_SYN_RECV) {
+		/* the child socket, cloned from the listener */
+		st = state_new(sk);
+		if (!st)
+			return 0;
+		st->start_ns = now;
+		STORE_ADDRS(st, args);
+		inbound_start(st, &lk);
+		return 0;
+	}
+
+	st = socks.lookup(&sk);
+	if (!st) {
+		if (old != ST_ESTABLISHED)
+			return 0;
+		/* A connection that predates connscope (or whose state the LRU
+		 * evicted): track its end, flagged, with what is knowable. */
+		st = state_new(sk);
+		if (!st)
+			return 0;
+		st->flags = F_PREEXISTING | F_ESTABLISHED;
+		STORE_ADDRS(st, args);
+		inbound_start(st, &lk);
+		if (st->pid_source == PID_SRC_UNKNOWN)
+			st->direction = DIR_OUTBOUND;
+		/* FIN_WAIT1 fires in the task calling close() */
+		if (new == ST_FIN_WAIT1 && st->pid_source == PID_SRC_UNKNOWN)
+			owner_from_current(st, PID_SRC_CLOSE);
+	}
+
+	STORE_ADDRS(st, args);
+	switch (new) {
+	case ST_ESTABLISHED: {
+		st->established_ns = now;
+		st->flags |= F_ESTABLISHED;
+		if (old == ST_SYN_SENT) {
+			emit(args, st, EV_CONNECT);
+		} else if (old == ST_SYN_RECV) {
+			struct tuple_key k;
+			tuple_from_state(&k, st);
+			u32 *n = synacks.lookup(&k);
+			if (n) {
+				st->synack_retransmits = *n;
+				synacks.delete(&k);
+			}
+			emit(args, st, EV_ACCEPT);
+		}
+		return 0;
+	}
+	case ST_FIN_WAIT1:
+		if (st->closed_by == CLOSED_BY_NONE)
+			st->closed_by = CLOSED_BY_LOCAL;
+		return 0;
+	case ST_CLOSE_WAIT:
+		if (st->closed_by == CLOSED_BY_NONE)
+			st->closed_by = CLOSED_BY_PEER;
+		return 0;
+	case ST_CLOSE:
+		break;
+	default:
+		return 0;
+	}
+
+	/* -> CLOSE */
+	st->end_ns = now;
+	st->flags |= F_CLOSING;
+	if (st->closed_by == CLOSED_BY_NONE && (st->flags & F_ESTABLISHED))
+		st->closed_by = (st->resets_received || st->resets_sent) ? CLOSED_BY_RESET
+									  : CLOSED_BY_LOCAL;
+	if (st->closed_by == CLOSED_BY_LOCAL &&
+	    (old == ST_FIN_WAIT1 || old == ST_FIN_WAIT2 || old == ST_CLOSING))
+		st->flags |= F_TIME_WAIT;
+
+	struct tuple_key k;
+	tuple_from_state(&k, st);
+	s32 *early = early_err.lookup(&k);
+	if (early) {
+		/* tcp_abort() reports the error before moving to CLOSE */
+		st->err = *early;
+		early_err.delete(&k);
+		resolve(args, st);
+		return 0;
+	}
+	closing.update(&k, &sk);
+	return 0;
+}

@@ -1,0 +1,132 @@
+/* syscalls.c: connect(2) and socket(2), in the calling task's context.
+ *
+ * connect() entry gives the start time and the destination; its exit
+ * gives the errno of failures that leave no error report (EADDRNOTAVAIL:
+ * no port left, so no SYN and no sk_err) and of failures that never reach
+ * TCP at all (ENETUNREACH from the route lookup, EACCES, ...). For the
+ * latter only the fd says the socket is TCP, so socket(2) is tracked too;
+ * sockets created before connscope started are not known to be TCP and
+ * their pre-TCP failures are not reported.
+ */
+
+struct sockaddr_in_u {
+	u16 family;
+	u16 port; /* network order */
+	u8 addr[4];
+};
+
+struct sockaddr_in6_u {
+	u16 family;
+	u16 port;
+	u32 flowinfo;
+	u8 addr[16];
+};
+
+#if HAVE_CONNECT_SYSCALL
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+	void *uaddr = (void *)args->uservaddr;
+	u16 family = 0;
+	if (bpf_probe_read_user(&family, sizeof(family), uaddr) != 0)
+		return 0;
+	struct connect_call c = {};
+	c.family = family;
+	if (family == AF_INET) {
+		struct sockaddr_in_u sin = {};
+		bpf_probe_read_user(&sin, sizeof(sin), uaddr);
+		c.dport = __builtin_bswap16(sin.port);
+		__builtin_memcpy(c.daddr, sin.addr, 4);
+	} else if (family == AF_INET6) {
+		struct sockaddr_in6_u sin6 = {};
+		bpf_probe_read_user(&sin6, sizeof(sin6), uaddr);
+		c.dport = __builtin_bswap16(sin6.port);
+		__builtin_memcpy(c.daddr, sin6.addr, 16);
+	} else {
+		return 0; /* AF_UNSPEC (disconnect), AF_UNIX, ... */
+	}
+	c.fd = (u32)args->fd;
+	c.start_ns = bpf_ktime_get_ns();
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	calls.update(&tid, &c);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct connect_call *call = calls.lookup(&tid);
+	if (!call)
+		return 0;
+	long ret = args->ret;
+	if (ret >= 0 || ret == -EINPROGRESS || ret == -EALREADY || ret == -EISCONN)
+		goto out;
+
+	if (call->skaddr) {
+		/* TCP ran: the socket's own events resolve it, except when
+		 * it closed with no error report (EADDRNOTAVAIL). */
+		u64 sk = call->skaddr;
+		struct conn_record *st = socks.lookup(&sk);
+		if (st && (st->flags & F_CLOSING) && !(st->flags & F_ESTABLISHED)) {
+			if (!st->err)
+				st->err = -ret;
+			resolve(args, st);
+		}
+		goto out;
+	}
+
+	u64 fdkey = (id & 0xffffffff00000000ULL) | call->fd;
+	u8 *is_tcp = tcp_fds.lookup(&fdkey);
+	if (!is_tcp || !*is_tcp)
+		goto out;
+	u32 zero = 0;
+	struct conn_record *tmpl = zero_record.lookup(&zero);
+	if (!tmpl)
+		goto out;
+	struct conn_record rec = *tmpl;
+	owner_from_current(&rec, PID_SRC_SYSCALL);
+	rec.direction = DIR_OUTBOUND;
+	rec.family = call->family;
+	rec.dport = call->dport;
+	__builtin_memcpy(rec.daddr, call->daddr, 16);
+	rec.start_ns = call->start_ns;
+	rec.end_ns = bpf_ktime_get_ns();
+	rec.err = -ret;
+	rec.flags = F_SYSCALL_ONLY;
+	emit(args, &rec, EV_CONNECT);
+out:
+	calls.delete(&tid);
+	return 0;
+}
+#endif /* HAVE_CONNECT_SYSCALL */
+
+#if HAVE_SOCKET_SYSCALL
+TRACEPOINT_PROBE(syscalls, sys_enter_socket)
+{
+	int family = args->family, type = args->type & 0xf, proto = args->protocol;
+	u8 is_tcp = (family == AF_INET || family == AF_INET6) && type == SOCK_STREAM &&
+		    (proto == 0 || proto == IPPROTO_TCP);
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	socket_calls.update(&tid, &is_tcp);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_socket)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	u8 *is_tcp = socket_calls.lookup(&tid);
+	if (!is_tcp)
+		return 0;
+	long fd = args->ret;
+	if (fd >= 0) {
+		/* written for every new socket, so a reused fd number is
+		 * overwritten with the truth */
+		u64 key = (id & 0xffffffff00000000ULL) | (u32)fd;
+		u8 v = *is_tcp;
+		tcp_fds.update(&key, &v);
+	}
+	socket_calls.delete(&tid);
+	return 0;
+}
+#endif /* HAVE_SOCKET_SYSCALL */
