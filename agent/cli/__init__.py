@@ -1,0 +1,1 @@
+"""The `connscope` command line: trace and check."""

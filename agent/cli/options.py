@@ -1,0 +1,42 @@
+"""Options shared by commands that load the tracer."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from ..kernel.hooks import HOOKS
+from ..kernel.loader import LoadOptions
+
+_METHODS = {h.name: [m.name for m in h.methods] for h in HOOKS}
+
+
+def _parse_force(_ctx, _param, values) -> dict[str, str]:
+    out = {}
+    for v in values:
+        hook, sep, method = v.partition("=")
+        if not sep or hook not in _METHODS or method not in _METHODS[hook]:
+            choices = "; ".join(f"{h}={'|'.join(ms)}" for h, ms in _METHODS.items() if len(ms) > 1)
+            raise click.BadParameter(f"{v!r} is not HOOK=METHOD among: {choices}")
+        out[hook] = method
+    return out
+
+
+def tracer_options(fn):
+    @click.option("--force-hook", "force", multiple=True, callback=_parse_force, metavar="HOOK=METHOD",
+                  help="Use this method for a hook instead of probing (e.g. event_buffer=perf).")
+    @click.option("--strict", is_flag=True, help="Fail when an optional hook cannot attach.")
+    @click.option("--buffer-pages", type=click.IntRange(min=1), default=2048, show_default=True,
+                  help="Ring buffer size in 4 KiB pages (a power of two).")
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        return fn(*args, **kw)
+
+    return wrapper
+
+
+def load_options(force: dict[str, str], strict: bool, buffer_pages: int) -> LoadOptions:
+    if buffer_pages & (buffer_pages - 1):
+        raise click.BadParameter(f"{buffer_pages} is not a power of two", param_hint="--buffer-pages")
+    return LoadOptions(ringbuf_pages=buffer_pages, force=force, strict=strict)

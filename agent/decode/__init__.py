@@ -1,0 +1,1 @@
+"""Bytes from the kernel to typed events. No kernel access here."""

@@ -1,0 +1,80 @@
+"""ctypes mirror of bpf/connscope.h.
+
+tests/kernel/test_layout.py compares this mirror with the struct BCC
+compiles from the header (sizes and every field offset) and the constants
+with the header's #defines, so a change on one side alone fails a test.
+"""
+
+import ctypes as C
+
+EV_CONNECT, EV_ACCEPT, EV_CLOSE = 1, 2, 3
+
+PID_SRC_UNKNOWN, PID_SRC_CONNECT, PID_SRC_SYSCALL = 0, 1, 2
+PID_SRC_LISTENER, PID_SRC_FIRST_IO, PID_SRC_CLOSE = 3, 4, 5
+
+DIR_OUTBOUND, DIR_INBOUND = 1, 2
+
+CLOSED_BY_NONE, CLOSED_BY_LOCAL, CLOSED_BY_PEER, CLOSED_BY_RESET = 0, 1, 2, 3
+
+F_PREEXISTING = 0x01
+F_TIME_WAIT = 0x02
+F_ABORTED = 0x04
+F_SYSCALL_ONLY = 0x08
+F_ESTABLISHED = 0x10
+F_CLOSING = 0x20
+
+CNT_EMITTED, CNT_LOST_RINGBUF, CNT_LOST_STATE_MAP = 0, 1, 2
+CNT_ERRNO_UNMATCHED, CNT_LISTENER_MAP, CNT_MAX = 3, 4, 8
+
+
+class ConnRecord(C.Structure):
+    _fields_ = [
+        ("ts_ns", C.c_uint64),
+        ("start_ns", C.c_uint64),
+        ("established_ns", C.c_uint64),
+        ("end_ns", C.c_uint64),
+        ("skaddr", C.c_uint64),
+        ("cgroup_id", C.c_uint64),
+        ("pid", C.c_uint32),
+        ("tid", C.c_uint32),
+        ("saddr", C.c_uint8 * 16),
+        ("daddr", C.c_uint8 * 16),
+        ("syn_retransmits", C.c_uint32),
+        ("synack_retransmits", C.c_uint32),
+        ("retransmits", C.c_uint32),
+        ("err", C.c_int32),
+        ("resets_sent", C.c_uint32),
+        ("resets_received", C.c_uint32),
+        ("sport", C.c_uint16),
+        ("dport", C.c_uint16),
+        ("family", C.c_uint16),
+        ("_pad0", C.c_uint16),
+        ("type", C.c_uint8),
+        ("pid_source", C.c_uint8),
+        ("direction", C.c_uint8),
+        ("closed_by", C.c_uint8),
+        ("flags", C.c_uint8),
+        ("_pad1", C.c_uint8 * 3),
+        ("comm", C.c_char * 16),
+    ]
+
+
+class ListenerKey(C.Structure):
+    _fields_ = [
+        ("addr", C.c_uint8 * 16),
+        ("port", C.c_uint16),
+        ("family", C.c_uint16),
+        ("_pad0", C.c_uint32),
+    ]
+
+
+class ListenerOwner(C.Structure):
+    _fields_ = [
+        ("cgroup_id", C.c_uint64),
+        ("pid", C.c_uint32),
+        ("_pad0", C.c_uint32),
+        ("comm", C.c_char * 16),
+    ]
+
+
+RECORD_SIZE = C.sizeof(ConnRecord)

@@ -1,0 +1,64 @@
+"""Which events a `trace` shows. Applied in user space, on decoded events.
+
+Not in the kernel: an inbound connection's owner is only known after the
+socket exists (listener, then first I/O), so a kernel-side pid filter
+would drop connections that later turn out to match.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from .decode import layout as L
+from .decode.events import ConnEvent
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    pids: frozenset[int] = field(default_factory=frozenset)
+    comms: frozenset[bytes] = field(default_factory=frozenset)  # exact, NUL-padded to 16
+    ports: frozenset[int] = field(default_factory=frozenset)  # either end
+    families: frozenset[int] = field(default_factory=frozenset)
+    failures_only: bool = False
+
+    @classmethod
+    def build(cls, pids=(), comms=(), ports=(), ipv4=False, ipv6=False, failures_only=False) -> "EventFilter":
+        fams = set()
+        if ipv4:
+            fams.add(socket.AF_INET)
+        if ipv6:
+            fams.add(socket.AF_INET6)
+        return cls(
+            frozenset(pids),
+            frozenset(c.encode()[:15].ljust(16, b"\0") for c in comms),
+            frozenset(ports),
+            frozenset(fams),
+            failures_only,
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.pids or self.comms or self.ports or self.families or self.failures_only)
+
+    def match(self, ev: ConnEvent) -> bool:
+        if self.pids and ev.pid not in self.pids:
+            return False
+        if self.comms and ev.comm not in self.comms:
+            return False
+        if self.ports and ev.sport not in self.ports and ev.dport not in self.ports:
+            return False
+        if self.families and ev.family not in self.families:
+            return False
+        if self.failures_only and not is_failure(ev):
+            return False
+        return True
+
+
+def is_failure(ev: ConnEvent) -> bool:
+    """A failed attempt, or a connection that ended abnormally (errno or RST)."""
+    if ev.type == L.EV_CONNECT:
+        return bool(ev.err) or bool(ev.flags & L.F_ABORTED)
+    if ev.type == L.EV_CLOSE:
+        return bool(ev.err) or ev.closed_by == L.CLOSED_BY_RESET
+    return False

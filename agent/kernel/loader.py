@@ -1,0 +1,255 @@
+"""Compile, load and attach the eBPF programs; poll their records.
+
+The only module that imports bcc. It walks the attach table (hooks.py):
+probes pick each hook's method, the C is compiled once with the choices as
+-D integers, and a method the kernel still refuses at load is marked
+failed and replaced by its next fallback before compiling again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..decode import layout
+from ..decode.events import ConnEvent, MalformedRecord, decode
+from ..errors import ConnscopeError, KernelFeatureError, PrivilegeError
+from . import privileges
+from .hooks import HOOKS, SOURCES, Hook, Method
+
+try:  # Debian's python3-bpfcc; the PyPI package named "bcc" is not BCC
+    from bcc import BPF
+except ImportError:  # pragma: no cover - reported by require_bcc()
+    BPF = None
+
+
+def bpf_dir() -> Path:
+    """Where the C lives: $CONNSCOPE_BPF_DIR, the source tree, or the install."""
+    env = os.environ.get("CONNSCOPE_BPF_DIR")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[2] / "bpf", Path(sys.prefix) / "share/connscope/bpf"]
+    for c in candidates:
+        if (c / "connscope.h").exists():
+            return c
+    raise ConnscopeError("eBPF sources (connscope.h) not found", "set CONNSCOPE_BPF_DIR to the repo's bpf/ folder")
+
+
+@dataclass
+class HookStatus:
+    hook: Hook
+    method: Method | None = None
+    tried: list[tuple[str, str]] = field(default_factory=list)  # (method, why not)
+
+    @property
+    def state(self) -> str:
+        return "active" if self.method else "missing"
+
+    def as_dict(self) -> dict:
+        return {
+            "method": self.method.name if self.method else None,
+            "target": self.method.target if self.method else None,
+            "state": self.state,
+            "required": self.hook.required,
+            "fallbacks_skipped": [f"{m}: {why}" for m, why in self.tried],
+        }
+
+
+@dataclass
+class LoadOptions:
+    ringbuf_pages: int = 2048  # 8 MiB; power of two
+    perf_pages: int = 256  # per CPU
+    force: dict[str, str] = field(default_factory=dict)  # hook name -> method name
+    strict: bool = False
+    max_socks: int = 65536
+
+
+def require_bcc() -> None:
+    if BPF is None:
+        raise ConnscopeError(
+            "the BCC Python module (import bcc) is missing",
+            "run scripts/setup.sh, or use a venv made from /usr/bin/python3 --system-site-packages "
+            "with Debian's python3-bpfcc (never the PyPI package 'bcc')",
+        )
+
+
+def choose(statuses: dict[str, HookStatus]) -> None:
+    """Picks, per hook, the first method whose probe passes and that has not failed."""
+    for st in statuses.values():
+        failed = {m for m, _ in st.tried}
+        st.method = None
+        for m in st.hook.methods:
+            if m.name in failed:
+                continue
+            probe = m.probe()
+            if probe:
+                st.method = m
+                break
+            st.tried.append((m.name, probe.reason))
+            failed.add(m.name)
+
+
+@contextmanager
+def _stderr_captured():
+    """libbcc and clang write diagnostics to fd 2; keep them for the error line."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        box: list[str] = []
+        try:
+            yield box
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            box.append(tmp.read().decode(errors="replace"))
+
+
+def _first_error(diagnostics: str) -> str:
+    for line in diagnostics.splitlines():
+        if "error:" in line:
+            return line.strip()
+    return ""
+
+
+class Tracer:
+    """Loaded and attached programs, and the records they emit."""
+
+    def __init__(self, opts: LoadOptions | None = None):
+        require_bcc()
+        privileges.require_bpf()
+        self.opts = opts or LoadOptions()
+        self.statuses = {h.name: HookStatus(h) for h in HOOKS}
+        for name, method in self.opts.force.items():
+            st = self.statuses[name]
+            st.tried += [(m.name, f"skipped: --force {name}={method}") for m in st.hook.methods if m.name != method]
+        self.pending: list[ConnEvent] = []
+        self.malformed = 0
+        self.perf_lost = 0
+        self.bpf = self._load()
+        self._counters = self.bpf["counters"]
+        self._open_buffer()
+
+    # --- loading -------------------------------------------------------
+    def _cflags(self) -> list[str]:
+        flags = [f"-I{bpf_dir()}", f"-DRINGBUF_PAGES={int(self.opts.ringbuf_pages)}",
+                 f"-DMAX_SOCKS={int(self.opts.max_socks)}"]
+        for st in self.statuses.values():
+            defines = {k: 0 for m in st.hook.methods for k in m.cflags}
+            if st.method:
+                defines.update(st.method.cflags)
+            flags += [f"-D{k}={int(v)}" for k, v in defines.items()]
+        return flags
+
+    def _text(self) -> str:
+        d = bpf_dir()
+        return "\n".join((d / name).read_text() for name in SOURCES)
+
+    def _load(self):
+        for _attempt in range(8):
+            choose(self.statuses)
+            self._require()
+            with _stderr_captured() as diag:
+                try:
+                    return BPF(text=self._text(), cflags=self._cflags())
+                except Exception as err:  # BCC raises bare Exception
+                    failure = err
+            culprit = self._culprit(str(failure))
+            if culprit is None:
+                detail = _first_error(diag[0]) or str(failure)
+                raise ConnscopeError(f"compiling/loading the eBPF programs failed: {detail}",
+                                     "run `connscope check` for each hook's status")
+            st = self.statuses[culprit.hook.name]
+            st.tried.append((culprit.name, f"refused at load: {failure}"))
+        raise ConnscopeError("no working combination of hooks found", "run `connscope check`")
+
+    def _culprit(self, message: str) -> Method | None:
+        m = re.search(r"BPF program b?'?([A-Za-z0-9_]+)", message)
+        if not m:
+            return None
+        for st in self.statuses.values():
+            if st.method and m.group(1) in st.method.programs:
+                return st.method
+        return None
+
+    def _require(self) -> None:
+        for st in self.statuses.values():
+            if st.method is None and (st.hook.required or self.opts.strict):
+                why = "; ".join(f"{m}: {r}" for m, r in st.tried) or "no method"
+                raise KernelFeatureError(f"hook {st.hook.name} cannot attach ({why})",
+                                         "see `connscope check` and KERNEL-FACTS in the README")
+
+    # --- records ---------------------------------------------------------
+    def _on_record(self, _ctx, data, size) -> None:
+        # Runs inside BCC's poll: decode and queue, nothing else.
+        try:
+            self.pending.append(decode(ctypes.string_at(data, size)))
+        except MalformedRecord:
+            self.malformed += 1
+
+    def _on_perf_lost(self, count: int) -> None:
+        self.perf_lost += count
+
+    def _open_buffer(self) -> None:
+        if self.statuses["event_buffer"].method.name == "ringbuf":
+            self.bpf["events"].open_ring_buffer(self._on_record)
+            self._poll = self.bpf.ring_buffer_poll
+        else:
+            self.bpf["events"].open_perf_buffer(self._on_record, page_cnt=self.opts.perf_pages,
+                                                lost_cb=self._on_perf_lost)
+            self._poll = self.bpf.perf_buffer_poll
+
+    def poll(self, timeout_ms: int) -> list[ConnEvent]:
+        """Waits up to timeout_ms for records; returns what arrived."""
+        self._poll(timeout_ms)
+        out, self.pending = self.pending, []
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Kernel-side counters, summed over CPUs, plus user-side drops."""
+        def total(idx: int) -> int:
+            return int(sum(self._counters.getvalue(ctypes.c_int(idx))))
+
+        return {
+            "emitted": total(layout.CNT_EMITTED),
+            "lost_buffer_full": total(layout.CNT_LOST_RINGBUF),
+            "lost_state_map_full": total(layout.CNT_LOST_STATE_MAP),
+            "listener_map_full": total(layout.CNT_LISTENER_MAP),
+            "lost_perf": self.perf_lost,
+            "malformed": self.malformed,
+        }
+
+    def hook_choices(self) -> dict[str, dict]:
+        return {name: st.as_dict() for name, st in self.statuses.items()}
+
+    def seed_listeners(self, listeners) -> int:
+        """Writes listeners that predate the agent into the kernel's owner map."""
+        table, n = self.bpf["listeners"], 0
+        for lst in listeners:
+            key = layout.ListenerKey(port=lst.port, family=lst.family)
+            ctypes.memmove(key.addr, lst.addr_bytes, len(lst.addr_bytes))
+            val = layout.ListenerOwner(cgroup_id=lst.cgroup_id, pid=lst.pid, comm=lst.comm.encode()[:15])
+            try:
+                table[key] = val
+                n += 1
+            except Exception:  # map full: the kernel side counts its own misses
+                break
+        return n
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+
+def check_privileges() -> None:
+    """Raises PrivilegeError unless this process may load tracing programs."""
+    privileges.require_bpf()
+
+
+__all__ = ["Tracer", "LoadOptions", "HookStatus", "PrivilegeError", "bpf_dir", "choose"]

@@ -1,0 +1,172 @@
+"""From the kernel's buffer to the sink, with every loss counted.
+
+Two threads. The reader polls the tracer, whose callback only decodes and
+queues, and hands batches to a bounded queue; it never waits on the sink,
+so a slow sink fills the user queue (counted as `lost`, stage "queue")
+before it can back up into the kernel buffer. The writer builds records,
+numbers them (`seq`) and writes them. Kernel-side drops are read from the
+kernel's counters every second and reported as `lost`, stage "kernel".
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .decode.events import ConnEvent
+from .filters import EventFilter
+from .records.build import RecordBuilder
+from .sinks.base import Sink, SinkClosed
+
+# Kernel counters that mean records were lost, and the reason reported.
+KERNEL_LOSSES = {
+    "lost_buffer_full": "buffer_full",
+    "lost_perf": "perf_buffer_lost",
+    "lost_state_map_full": "state_map_full",
+    "malformed": "malformed",
+}
+
+
+class Emitter:
+    """Numbers records (+1 per record written) and writes them."""
+
+    def __init__(self, sink: Sink):
+        self.sink = sink
+        self.seq = 0
+        self.by_type: Counter[str] = Counter()
+
+    def emit(self, record: dict) -> None:
+        self.seq += 1
+        record["seq"] = self.seq
+        self.by_type[record["type"]] += 1
+        self.sink.write(record)
+
+
+@dataclass
+class PipelineStats:
+    queue_lost: int = 0
+    kernel_lost: Counter = field(default_factory=Counter)
+
+
+class Pipeline:
+    POLL_MS = 100
+    LOSS_CHECK_S = 1.0
+
+    def __init__(self, tracer, builder: RecordBuilder, sink: Sink, event_filter: EventFilter | None = None,
+                 queue_max: int = 200_000):
+        self.tracer = tracer
+        self.builder = builder
+        self.emitter = Emitter(sink)
+        self.filter = event_filter or EventFilter()
+        self.queue_max = queue_max
+        self.stats = PipelineStats()
+        self._q: queue.Queue = queue.Queue()
+        self._queued = 0  # events in _q; bounded by queue_max
+        self._lock = threading.Lock()
+        self._last_counters = {k: 0 for k in KERNEL_LOSSES}
+        self.stop = threading.Event()
+        self.sink_closed = False
+
+    # --- reader thread ---------------------------------------------------
+    def _put_events(self, events: list[ConnEvent]) -> None:
+        with self._lock:
+            if self._queued + len(events) > self.queue_max:
+                self.stats.queue_lost += len(events)
+                self._q.put(self.builder.lost_record(len(events), "queue", "queue_full"))
+                return
+            self._queued += len(events)
+        self._q.put(events)
+
+    def _check_kernel_losses(self) -> None:
+        counters = self.tracer.counters()
+        for key, reason in KERNEL_LOSSES.items():
+            delta = counters[key] - self._last_counters[key]
+            if delta > 0:
+                self._last_counters[key] = counters[key]
+                self.stats.kernel_lost[reason] += delta
+                self._q.put(self.builder.lost_record(delta, "kernel", reason))
+
+    def _read(self) -> None:
+        next_check = time.monotonic() + self.LOSS_CHECK_S
+        try:
+            while not self.stop.is_set():
+                events = self.tracer.poll(self.POLL_MS)
+                if events:
+                    self._put_events(events)
+                if time.monotonic() >= next_check:
+                    self._check_kernel_losses()
+                    next_check = time.monotonic() + self.LOSS_CHECK_S
+            # Drain what the kernel already handed over, then account.
+            while True:
+                events = self.tracer.poll(0)
+                if not events:
+                    break
+                self._put_events(events)
+            self._check_kernel_losses()
+        finally:
+            self._q.put(None)
+
+    # --- writer (caller's thread) ------------------------------------------
+    def _write(self, item) -> None:
+        if isinstance(item, dict):
+            self.emitter.emit(item)
+            return
+        with self._lock:
+            self._queued -= len(item)
+        match, build, emit = self.filter.match, self.builder.from_event, self.emitter.emit
+        for ev in item:
+            if match(ev):
+                emit(build(ev))
+
+    def run(self, duration: float | None = None, start_fields: dict | None = None) -> None:
+        """Emits the start record, streams until stop() or duration, then the stop record."""
+        sink = self.emitter.sink
+        self.emitter.emit(self.builder.agent_record("start", **(start_fields or {})))
+        sink.flush()
+        reader = threading.Thread(target=self._read, name="connscope-reader", daemon=True)
+        reader.start()
+        deadline = time.monotonic() + duration if duration else None
+        try:
+            while True:
+                timeout = 0.2
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.stop.set()
+                    timeout = max(0.0, min(timeout, left))
+                try:
+                    item = self._q.get(timeout=timeout)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    break
+                self._write(item)
+                if self._q.empty():
+                    sink.flush()
+        except SinkClosed:
+            self.sink_closed = True
+            self.stop.set()
+        finally:
+            self.stop.set()
+            reader.join(timeout=5)
+        if self.sink_closed:
+            return
+        while not self._q.empty():
+            item = self._q.get_nowait()
+            if item is not None:
+                self._write(item)
+        self.emitter.emit(self.builder.agent_record("stop", **self.summary()))
+        try:
+            sink.flush()
+        except SinkClosed:
+            self.sink_closed = True
+
+    def summary(self) -> dict:
+        return {
+            "records": dict(self.emitter.by_type),
+            "lost": {"queue": self.stats.queue_lost, "kernel": dict(self.stats.kernel_lost)},
+            "kernel_counters": self.tracer.counters(),
+        }

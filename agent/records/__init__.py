@@ -1,0 +1,1 @@
+"""Typed events to schema-v1 records (plain dicts), and the schema itself."""

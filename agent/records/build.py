@@ -1,0 +1,146 @@
+"""ConnEvent -> schema-v1 record (a dict). See schema/record-v1.schema.json.
+
+Field names here are a public contract: add fields, never rename one.
+`seq` is not set here: the emitter numbers records as it writes them.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import socket
+
+from ..decode import layout as L
+from ..decode.events import ConnEvent
+from .clock import WallClock
+
+PID_SOURCES = {
+    L.PID_SRC_UNKNOWN: "unknown",
+    L.PID_SRC_CONNECT: "connect",
+    L.PID_SRC_SYSCALL: "syscall",
+    L.PID_SRC_LISTENER: "listener",
+    L.PID_SRC_FIRST_IO: "first_io",
+    L.PID_SRC_CLOSE: "close",
+}
+CLOSED_BY = {L.CLOSED_BY_NONE: "local", L.CLOSED_BY_LOCAL: "local", L.CLOSED_BY_PEER: "peer",
+             L.CLOSED_BY_RESET: "reset"}
+DIRECTION = {L.DIR_OUTBOUND: "outbound", L.DIR_INBOUND: "inbound"}
+FAMILY = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+# A connect the application abandoned (closed the socket in SYN_SENT) has
+# no errno; it is reported with this symbolic error and errno 0.
+ABORTED = "ABORTED"
+
+
+def error_name(err: int) -> str:
+    return errno_mod.errorcode.get(err, f"E{err}")
+
+
+def format_addr(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def _us(end_ns: int, start_ns: int) -> int | None:
+    if not end_ns or not start_ns or end_ns < start_ns:
+        return None
+    return (end_ns - start_ns) // 1000
+
+
+class RecordBuilder:
+    """Builds records for one agent: host name and clock are fixed."""
+
+    def __init__(self, host: str | None = None, clock: WallClock | None = None):
+        self.host = host or socket.gethostname()
+        self.clock = clock or WallClock()
+        self._comm_cache: dict[bytes, str] = {}
+
+    def _comm(self, raw: bytes) -> str:
+        text = self._comm_cache.get(raw)
+        if text is None:
+            text = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+            if len(self._comm_cache) < 65536:
+                self._comm_cache[raw] = text
+        return text
+
+    def base(self, rtype: str, ts: str, pid: int, comm: str, cgroup_id: int, pid_source: str) -> dict:
+        return {"type": rtype, "ts": ts, "host": self.host, "seq": None, "pid": pid, "comm": comm,
+                "cgroup_id": cgroup_id, "pid_source": pid_source}
+
+    def from_event(self, ev: ConnEvent) -> dict:
+        fam = FAMILY.get(ev.family, str(ev.family))
+        rec = self.base(
+            {L.EV_CONNECT: "connect", L.EV_ACCEPT: "accept", L.EV_CLOSE: "close"}[ev.type],
+            self.clock.rfc3339(ev.ts_ns), ev.pid, self._comm(ev.comm), ev.cgroup_id,
+            PID_SOURCES.get(ev.pid_source, "unknown"),
+        )
+        rec["tid"] = ev.tid
+        rec["family"] = fam
+        rec["saddr"] = format_addr(ev.family, ev.saddr)
+        rec["sport"] = ev.sport
+        rec["daddr"] = format_addr(ev.family, ev.daddr)
+        rec["dport"] = ev.dport
+        if ev.type == L.EV_CONNECT:
+            failed = bool(ev.err) or bool(ev.flags & L.F_ABORTED)
+            rec["result"] = "error" if failed else "ok"
+            rec["errno"] = ev.err
+            rec["error"] = (error_name(ev.err) if ev.err else ABORTED) if failed else None
+            end = ev.end_ns if failed else ev.established_ns
+            rec["latency_us"] = _us(end, ev.start_ns)
+            rec["syn_retransmits"] = ev.syn_retransmits
+            rec["resets_received"] = ev.resets_received
+            rec["syscall_only"] = bool(ev.flags & L.F_SYSCALL_ONLY)
+        elif ev.type == L.EV_ACCEPT:
+            rec["synack_retransmits"] = ev.synack_retransmits
+        else:
+            rec["direction"] = DIRECTION.get(ev.direction, "outbound")
+            rec["duration_us"] = None if ev.flags & L.F_PREEXISTING else _us(ev.end_ns, ev.established_ns)
+            rec["retransmits"] = ev.retransmits
+            rec["syn_retransmits"] = ev.syn_retransmits
+            rec["synack_retransmits"] = ev.synack_retransmits
+            rec["resets_sent"] = ev.resets_sent
+            rec["resets_received"] = ev.resets_received
+            rec["closed_by"] = CLOSED_BY.get(ev.closed_by, "local")
+            rec["errno"] = ev.err
+            rec["error"] = error_name(ev.err) if ev.err else None
+            rec["time_wait"] = bool(ev.flags & L.F_TIME_WAIT)
+            rec["preexisting"] = bool(ev.flags & L.F_PREEXISTING)
+        return rec
+
+    def agent_record(self, event: str, **fields) -> dict:
+        rec = self.base("agent", self.clock.now(), os.getpid(), "connscope", self_cgroup_id(), "agent")
+        rec["event"] = event
+        rec.update(fields)
+        return rec
+
+    def lost_record(self, count: int, stage: str, reason: str,
+                    seq_first: int | None = None, seq_last: int | None = None) -> dict:
+        rec = self.base("lost", self.clock.now(), os.getpid(), "connscope", self_cgroup_id(), "agent")
+        rec.update(count=count, stage=stage, reason=reason, seq_first=seq_first, seq_last=seq_last)
+        return rec
+
+
+_SELF_CGROUP: list[int] = []
+
+
+def self_cgroup_id() -> int:
+    """The agent's own cgroup v2 id (the inode of its cgroup directory)."""
+    if not _SELF_CGROUP:
+        _SELF_CGROUP.append(_read_self_cgroup_id())
+    return _SELF_CGROUP[0]
+
+
+def _read_self_cgroup_id() -> int:
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), None)
+        if path is None:
+            return 0
+        for mount in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+            try:
+                return os.stat(mount + path).st_ino
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,35 @@
+"""JSON lines to a binary stream (stdout by default), through orjson."""
+
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO
+
+import orjson
+
+from .base import SinkClosed
+
+
+class JsonLinesSink:
+    def __init__(self, stream: BinaryIO | None = None):
+        self.stream = stream if stream is not None else sys.stdout.buffer
+        self._buf: list[bytes] = []
+
+    def write(self, record: dict) -> None:
+        self._buf.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        data, self._buf = b"".join(self._buf), []
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except (BrokenPipeError, ValueError) as err:  # reader gone / stream closed
+            raise SinkClosed(str(err)) from err
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except SinkClosed:
+            pass
