@@ -210,6 +210,9 @@ static __always_inline void resolve(void *ctx, struct conn_record *st)
 		st->end_ns = bpf_ktime_get_ns();
 	if (st->err)
 		st->flags &= ~F_TIME_WAIT;
+	if (st->closed_by == CLOSED_BY_NONE && (st->flags & F_ESTABLISHED))
+		st->closed_by = (st->resets_received || st->resets_sent) ? CLOSED_BY_RESET
+									  : CLOSED_BY_LOCAL;
 	if (!(st->flags & F_ESTABLISHED) && st->direction == DIR_OUTBOUND) {
 		if (!st->err)
 			st->flags |= F_ABORTED;

@@ -144,9 +144,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	/* -> CLOSE */
 	st->end_ns = now;
 	st->flags |= F_CLOSING;
-	if (st->closed_by == CLOSED_BY_NONE && (st->flags & F_ESTABLISHED))
-		st->closed_by = (st->resets_received || st->resets_sent) ? CLOSED_BY_RESET
-									  : CLOSED_BY_LOCAL;
+	/* closed_by stays NONE here when no FIN came first: resolve() decides
+	 * it, because an abortive close (SO_LINGER 0, tcp_disconnect) moves to
+	 * CLOSE before it sends its RST. */
 	if (st->closed_by == CLOSED_BY_LOCAL &&
 	    (old == ST_FIN_WAIT1 || old == ST_FIN_WAIT2 || old == ST_CLOSING))
 		st->flags |= F_TIME_WAIT;
