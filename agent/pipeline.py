@@ -54,6 +54,7 @@ class PipelineStats:
 class Pipeline:
     POLL_MS = 100
     LOSS_CHECK_S = 1.0
+    REAP_S = 5.0
 
     def __init__(self, tracer, builder: RecordBuilder, sink: Sink, event_filter: EventFilter | None = None,
                  queue_max: int = 200_000):
@@ -67,6 +68,8 @@ class Pipeline:
         self._queued = 0  # events in _q; bounded by queue_max
         self._lock = threading.Lock()
         self._last_counters = {k: 0 for k in KERNEL_LOSSES}
+        self._last_misses: dict[str, int] = {}
+        self.reaped = 0
         self.stop = threading.Event()
         self.sink_closed = False
 
@@ -88,9 +91,24 @@ class Pipeline:
                 self._last_counters[key] = counters[key]
                 self.stats.kernel_lost[reason] += delta
                 self._q.put(self.builder.lost_record(delta, "kernel", reason))
+        for prog, misses in self.tracer.recursion_misses().items():
+            delta = misses - self._last_misses.get(prog, 0)
+            if delta > 0:
+                self._last_misses[prog] = misses
+                self.stats.kernel_lost["recursion_miss"] += delta
+                rec = self.builder.lost_record(delta, "kernel", "recursion_miss")
+                rec["program"] = prog
+                self._q.put(rec)
+
+    def _reap(self) -> None:
+        events = self.tracer.reap_closed(self.REAP_S)
+        if events:
+            self.reaped += len(events)
+            self._put_events(events)
 
     def _read(self) -> None:
         next_check = time.monotonic() + self.LOSS_CHECK_S
+        next_reap = time.monotonic() + self.REAP_S
         try:
             while not self.stop.is_set():
                 events = self.tracer.poll(self.POLL_MS)
@@ -99,6 +117,9 @@ class Pipeline:
                 if time.monotonic() >= next_check:
                     self._check_kernel_losses()
                     next_check = time.monotonic() + self.LOSS_CHECK_S
+                if time.monotonic() >= next_reap:
+                    self._reap()
+                    next_reap = time.monotonic() + self.REAP_S
             # Drain what the kernel already handed over, then account.
             while True:
                 events = self.tracer.poll(0)
@@ -168,5 +189,7 @@ class Pipeline:
         return {
             "records": dict(self.emitter.by_type),
             "lost": {"queue": self.stats.queue_lost, "kernel": dict(self.stats.kernel_lost)},
+            "reaped": self.reaped,
+            "recursion_misses": {k: v for k, v in self.tracer.recursion_misses().items() if v},
             "kernel_counters": self.tracer.counters(),
         }

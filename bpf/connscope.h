@@ -38,6 +38,7 @@
 #define F_SYSCALL_ONLY 0x08 /* connect(2) failed before TCP saw the socket */
 #define F_ESTABLISHED 0x10 /* reached ESTABLISHED */
 #define F_CLOSING 0x20     /* reached CLOSE; waiting for the errno, if any */
+#define F_INCOMPLETE 0x40  /* the kernel skipped one of this socket's events */
 
 /* Indexes of the per-CPU counters map (counters). */
 #define CNT_EMITTED 0        /* records handed to the ring/perf buffer */

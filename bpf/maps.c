@@ -128,23 +128,6 @@ static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 	count(rc == 0 ? CNT_EMITTED : CNT_LOST_RINGBUF);
 }
 
-/* Creates (or resets) the state of a socket from the zeroed template. */
-static __always_inline struct conn_record *state_new(u64 sk)
-{
-	u32 zero = 0;
-	struct conn_record *tmpl = zero_record.lookup(&zero);
-	if (!tmpl)
-		return 0;
-	if (socks.update(&sk, tmpl) != 0) {
-		count(CNT_LOST_STATE_MAP);
-		return 0;
-	}
-	struct conn_record *st = socks.lookup(&sk);
-	if (st)
-		st->skaddr = sk;
-	return st;
-}
-
 /* Only for hooks that run in the owning task's context. */
 static __always_inline void owner_from_current(struct conn_record *st, u8 source)
 {
@@ -221,4 +204,31 @@ static __always_inline void resolve(void *ctx, struct conn_record *st)
 		emit(ctx, st, EV_CLOSE);
 	}
 	socks.delete(&sk);
+}
+
+/* Creates the state of a socket from the zeroed template. A state already
+ * at this address belongs to a socket whose end was never seen: the kernel
+ * skips a tracepoint program that fires while another BPF program runs on
+ * the same CPU (the bpf_prog_active guard; counted per program as
+ * recursion_misses), and a skipped tcp_destroy_sock leaves its state
+ * behind. Emit it, flagged, rather than overwrite it. */
+static __always_inline struct conn_record *state_new(void *ctx, u64 sk)
+{
+	struct conn_record *stale = socks.lookup(&sk);
+	if (stale) {
+		stale->flags |= F_INCOMPLETE;
+		resolve(ctx, stale);
+	}
+	u32 zero = 0;
+	struct conn_record *tmpl = zero_record.lookup(&zero);
+	if (!tmpl)
+		return 0;
+	if (socks.update(&sk, tmpl) != 0) {
+		count(CNT_LOST_STATE_MAP);
+		return 0;
+	}
+	struct conn_record *st = socks.lookup(&sk);
+	if (st)
+		st->skaddr = sk;
+	return st;
 }

@@ -12,7 +12,7 @@ static __always_inline void connect_start(void *ctx, u64 sk)
 	struct conn_record *st = socks.lookup(&sk);
 	if (st && (st->flags & F_CLOSING))
 		resolve(ctx, st); /* the socket is connecting again */
-	st = state_new(sk);
+	st = state_new(ctx, sk);
 	if (!st)
 		return;
 	owner_from_current(st, PID_SRC_CONNECT);
@@ -80,7 +80,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	struct conn_record *st;
 	if (old == ST_LISTEN && new == ST_SYN_RECV) {
 		/* the child socket, cloned from the listener */
-		st = state_new(sk);
+		st = state_new(args, sk);
 		if (!st)
 			return 0;
 		st->start_ns = now;
@@ -90,12 +90,25 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	}
 
 	st = socks.lookup(&sk);
-	if (!st) {
+	if (!st && new == ST_ESTABLISHED && (old == ST_SYN_SENT || old == ST_SYN_RECV)) {
+		/* The start of this connection was skipped (see state_new):
+		 * report it from here, flagged, without a start time. An
+		 * outbound owner cannot be known in this (softirq) context. */
+		st = state_new(args, sk);
+		if (!st)
+			return 0;
+		st->flags = F_INCOMPLETE;
+		STORE_ADDRS(st, args);
+		if (old == ST_SYN_RECV)
+			inbound_start(st, &lk);
+		else
+			st->direction = DIR_OUTBOUND;
+	} else if (!st) {
 		if (old != ST_ESTABLISHED)
 			return 0;
 		/* A connection that predates connscope (or whose state the LRU
 		 * evicted): track its end, flagged, with what is knowable. */
-		st = state_new(sk);
+		st = state_new(args, sk);
 		if (!st)
 			return 0;
 		st->flags = F_PREEXISTING | F_ESTABLISHED;
@@ -106,6 +119,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		/* FIN_WAIT1 fires in the task calling close() */
 		if (new == ST_FIN_WAIT1 && st->pid_source == PID_SRC_UNKNOWN)
 			owner_from_current(st, PID_SRC_CLOSE);
+	} else if (old == ST_ESTABLISHED && !(st->flags & F_ESTABLISHED)) {
+		/* The transition to ESTABLISHED was skipped: its record is
+		 * emitted late, flagged, with no handshake time. */
+		st->flags |= F_ESTABLISHED | F_INCOMPLETE;
+		STORE_ADDRS(st, args);
+		emit(args, st, st->direction == DIR_INBOUND ? EV_ACCEPT : EV_CONNECT);
 	}
 
 	STORE_ADDRS(st, args);

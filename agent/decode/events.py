@@ -98,6 +98,13 @@ def decode(raw: bytes | memoryview) -> ConnEvent:
     return ev
 
 
+def decode_state(raw: bytes | memoryview) -> ConnEvent:
+    """Decodes a per-socket state (a map value: its type is not set)."""
+    if len(raw) != _STRUCT.size:
+        raise MalformedRecord(f"state of {len(raw)} bytes, expected {_STRUCT.size}")
+    return ConnEvent(*_STRUCT.unpack_from(raw))
+
+
 def encode(ev: ConnEvent) -> bytes:
     """The inverse of decode, for tests and replay tools."""
     return _STRUCT.pack(*(getattr(ev, n) for n in _NAMES))

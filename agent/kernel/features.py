@@ -125,3 +125,23 @@ def kernel_btf() -> Probe:
     if os.path.exists("/sys/kernel/btf/vmlinux"):
         return Probe(True)
     return Probe(False, "kernel has no BTF (/sys/kernel/btf/vmlinux missing)")
+
+
+_BPF_OBJ_GET_INFO_BY_FD = 15
+# struct bpf_prog_info (UAPI, append-only): name[16] at 64, recursion_misses
+# at 208 (added in 5.12; a shorter info from an older kernel reads as 0).
+_PROG_INFO_LEN = 224
+_PROG_INFO_NAME, _PROG_INFO_RECURSION_MISSES = 64, 208
+
+
+def prog_recursion_misses(prog_fd: int) -> int:
+    """How often the kernel skipped this program because another BPF
+    program was already running on the CPU (bpf_prog_active guard)."""
+    info = bytearray(_PROG_INFO_LEN)
+    ibuf = (ctypes.c_char * len(info)).from_buffer(info)
+    attr = bytearray(16)
+    struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), ctypes.addressof(ibuf))
+    rc, err = _bpf(_BPF_OBJ_GET_INFO_BY_FD, attr)
+    if rc < 0:
+        raise OSError(err, f"BPF_OBJ_GET_INFO_BY_FD: {_errname(err)}")
+    return struct.unpack_from("<Q", info, _PROG_INFO_RECURSION_MISSES)[0]

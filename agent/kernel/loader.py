@@ -13,14 +13,16 @@ import os
 import re
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..decode import layout
-from ..decode.events import ConnEvent, MalformedRecord, decode
+from ..decode.events import ConnEvent, MalformedRecord, decode, decode_state
+from ..decode.finalize import finalize
 from ..errors import ConnscopeError, KernelFeatureError, PrivilegeError
-from . import privileges
+from . import features, privileges
 from .hooks import HOOKS, SOURCES, Hook, Method
 
 try:  # Debian's python3-bpfcc; the PyPI package named "bcc" is not BCC
@@ -192,6 +194,13 @@ class Tracer:
         except MalformedRecord:
             self.malformed += 1
 
+    def _on_perf_record(self, _cpu, data, size) -> None:
+        # perf pads each raw sample so that it plus its u32 size header is
+        # 8-byte aligned: 144 bytes arrive as 148. Trim only that padding.
+        if layout.RECORD_SIZE <= size < layout.RECORD_SIZE + 8:
+            size = layout.RECORD_SIZE
+        self._on_record(_cpu, data, size)
+
     def _on_perf_lost(self, count: int) -> None:
         self.perf_lost += count
 
@@ -200,7 +209,7 @@ class Tracer:
             self.bpf["events"].open_ring_buffer(self._on_record)
             self._poll = self.bpf.ring_buffer_poll
         else:
-            self.bpf["events"].open_perf_buffer(self._on_record, page_cnt=self.opts.perf_pages,
+            self.bpf["events"].open_perf_buffer(self._on_perf_record, page_cnt=self.opts.perf_pages,
                                                 lost_cb=self._on_perf_lost)
             self._poll = self.bpf.perf_buffer_poll
 
@@ -223,6 +232,36 @@ class Tracer:
             "lost_perf": self.perf_lost,
             "malformed": self.malformed,
         }
+
+    def recursion_misses(self) -> dict[str, int]:
+        """Per program: runs the kernel skipped because another BPF program
+        was running on that CPU (perf-event tracepoints share one per-CPU
+        guard). Each skipped run can cost at most one record."""
+        out = {}
+        for name, fn in self.bpf.funcs.items():
+            try:
+                out[name.decode() if isinstance(name, bytes) else name] = features.prog_recursion_misses(fn.fd)
+            except OSError:
+                continue
+        return out
+
+    def reap_closed(self, older_than_s: float = 5.0) -> list[ConnEvent]:
+        """Emits, from user space, sockets that reached CLOSE but whose end
+        the kernel never reported (see decode/finalize.py)."""
+        socks = self.bpf["socks"]
+        now = time.monotonic_ns()
+        limit = int(older_than_s * 1e9)
+        out = []
+        for key, val in socks.items():
+            if not (val.flags & layout.F_CLOSING) or not val.end_ns or now - val.end_ns < limit:
+                continue
+            raw = bytes(val)
+            try:
+                del socks[key]
+            except KeyError:  # the kernel resolved it meanwhile
+                continue
+            out.append(finalize(decode_state(raw), now))
+        return out
 
     def hook_choices(self) -> dict[str, dict]:
         return {name: st.as_dict() for name, st in self.statuses.items()}
