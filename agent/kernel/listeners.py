@@ -2,57 +2,93 @@
 
 Inbound connections take their owner from the listener (bpf/listen.c);
 listen() calls made before connscope started were never seen, so their
-owners are read from /proc once at start-up, through psutil (it maps socket
-inodes to pids). Only this network namespace is visible from here.
+owners are read from /proc once at start-up, in every network namespace
+(a container's listeners live in its own): processes are grouped by
+/proc/PID/ns/net, each namespace's LISTEN sockets are read from one
+member's /proc/PID/net/tcp{,6}, and socket inodes are mapped to the
+processes holding them through /proc/PID/fd.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import struct
 from dataclasses import dataclass
 
-import psutil
+from ..procfs import cgroup_id
+from ..procfs import read as _read
+
+LISTEN = "0A"
 
 
 @dataclass(frozen=True)
 class Listener:
     family: int
-    addr_bytes: bytes
+    addr_bytes: bytes  # b"" for a wildcard address
     port: int
     pid: int
     comm: str
     cgroup_id: int
 
 
-def _cgroup_id(pid: int) -> int:
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _addr(hex_addr: str, family: int) -> bytes:
+    # /proc/net/tcp prints addresses as host-order 32-bit words
+    words = [int(hex_addr[i:i + 8], 16) for i in range(0, len(hex_addr), 8)]
+    raw = b"".join(struct.pack("=I", w) for w in words)
+    return b"" if raw.strip(b"\0") == b"" else raw
+
+
+def listen_inodes(pid: int) -> dict[int, tuple[int, bytes, int]]:
+    """inode -> (family, address, port) of LISTEN sockets in pid's netns."""
+    out = {}
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        text = _read(f"/proc/{pid}/net/{name}") or ""
+        for line in text.splitlines()[1:]:
+            f = line.split()
+            if len(f) > 9 and f[3] == LISTEN:
+                addr, port = f[1].split(":")
+                out[int(f[9])] = (family, _addr(addr, family), int(port, 16))
+    return out
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
     try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            path = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), None)
-        for mount in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-            if path is not None and os.path.isdir(mount + path):
-                return os.stat(mount + path).st_ino
+        fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        pass
-    return 0
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
 
 
 def current_listeners() -> list[Listener]:
-    out = []
-    try:
-        conns = psutil.net_connections(kind="tcp")
-    except (psutil.AccessDenied, OSError):
-        return out
-    for c in conns:
-        if c.status != psutil.CONN_LISTEN or not c.pid or not c.laddr:
-            continue
+    by_netns: dict[str, list[int]] = {}
+    for pid in _pids():
         try:
-            comm = psutil.Process(c.pid).name()[:15]
-        except psutil.Error:
+            by_netns.setdefault(os.readlink(f"/proc/{pid}/ns/net"), []).append(pid)
+        except OSError:
             continue
-        fam = int(c.family)
-        raw = socket.inet_pton(fam, c.laddr.ip)
-        if raw.strip(b"\0") == b"":
-            raw = b""
-        out.append(Listener(fam, raw, c.laddr.port, c.pid, comm, _cgroup_id(c.pid)))
+    out = []
+    for pids in by_netns.values():
+        sockets = listen_inodes(pids[0])
+        if not sockets:
+            continue
+        for pid in pids:
+            for inode in _socket_inodes(pid) & sockets.keys():
+                family, addr, port = sockets.pop(inode)
+                comm = (_read(f"/proc/{pid}/comm") or "").strip()[:15]
+                out.append(Listener(family, addr, port, pid, comm, cgroup_id(pid)))
+            if not sockets:
+                break
     return out

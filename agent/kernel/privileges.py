@@ -1,5 +1,6 @@
-"""Capability checks before touching bpf(2), as psutil turns OS errors into
-domain errors: a missing privilege is one line naming the capability."""
+"""Capability checks before touching bpf(2): a missing privilege becomes one
+line naming the capabilities (OS errors turned into domain errors at the
+boundary, as psutil does)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import socket
 
 from ..decode import layout as L
 from ..decode.events import ConnEvent
+from ..procfs import cgroup_id
 from .clock import WallClock
 
 PID_SOURCES = {
@@ -80,6 +81,7 @@ class RecordBuilder:
         rec["sport"] = ev.sport
         rec["daddr"] = format_addr(ev.family, ev.daddr)
         rec["dport"] = ev.dport
+        rec["incomplete"] = bool(ev.flags & L.F_INCOMPLETE)
         if ev.type == L.EV_CONNECT:
             failed = bool(ev.err) or bool(ev.flags & L.F_ABORTED)
             rec["result"] = "error" if failed else "ok"
@@ -126,21 +128,5 @@ _SELF_CGROUP: list[int] = []
 def self_cgroup_id() -> int:
     """The agent's own cgroup v2 id (the inode of its cgroup directory)."""
     if not _SELF_CGROUP:
-        _SELF_CGROUP.append(_read_self_cgroup_id())
+        _SELF_CGROUP.append(cgroup_id(os.getpid()))
     return _SELF_CGROUP[0]
-
-
-def _read_self_cgroup_id() -> int:
-    try:
-        with open("/proc/self/cgroup") as f:
-            path = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), None)
-        if path is None:
-            return 0
-        for mount in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-            try:
-                return os.stat(mount + path).st_ino
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return 0
