@@ -1,0 +1,108 @@
+"""Runs the real agent (`connscope trace --json`) for a test and reads its records.
+
+Every record the agent writes is validated against schema v1 and its `seq`
+numbers must run 1, 2, 3, ... without a gap: a test that uses AgentRun
+checks the public contract as a side effect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from .schema import assert_valid
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def connscope_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agent", *args]
+
+
+class AgentRun:
+    def __init__(self, *args: str, start_timeout: float = 30.0):
+        self._dir = tempfile.TemporaryDirectory(prefix="connscope-test-")
+        self.out_path = Path(self._dir.name) / "records.jsonl"
+        self.err_path = Path(self._dir.name) / "stderr.txt"
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen(connscope_argv("trace", "--json", *args), stdout=self._out, stderr=self._err,
+                                     stdin=subprocess.DEVNULL, cwd=REPO)
+        self._pos = 0
+        self._records: list[dict] = []
+        self.start = self.wait_for(lambda r: r["type"] == "agent" and r["event"] == "start", timeout=start_timeout)[0]
+
+    # --- reading -----------------------------------------------------------
+    def _read_new(self) -> None:
+        with open(self.out_path, "rb") as f:
+            f.seek(self._pos)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self._pos += end
+        for line in data[:end].splitlines():
+            rec = json.loads(line)
+            assert_valid(rec)
+            assert rec["seq"] == len(self._records) + 1, f"seq gap: {rec['seq']} after {len(self._records)}"
+            self._records.append(rec)
+
+    def records(self) -> list[dict]:
+        self._read_new()
+        return list(self._records)
+
+    def wait_for(self, predicate: Callable[[dict], bool], count: int = 1, timeout: float = 15.0) -> list[dict]:
+        """Waits until `count` records match; returns them (fails with what was seen)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._read_new()
+            found = [r for r in self._records if predicate(r)]
+            if len(found) >= count:
+                return found
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited ({self.proc.returncode}): {self.stderr()}")
+            if time.monotonic() > deadline:
+                tail = [r for r in self._records if r["type"] != "agent"][-8:]
+                raise AssertionError(f"{len(found)}/{count} matching records after {timeout}s; last: {tail}")
+            time.sleep(0.05)
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    # --- stopping ------------------------------------------------------------
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> list[dict]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("agent did not stop within {timeout}s of signal {sig}")
+        self._out.close()
+        self._err.close()
+        return self.records()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self._out, self._err):
+            if not f.closed:
+                f.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> "AgentRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

@@ -1,0 +1,186 @@
+"""The CLI as a user runs it: filters, errors, check, and the table on a terminal."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from netlab import NetPair, json_lines, pick_port, wait_json_line
+
+from ..agentrun import AgentRun, REPO, connscope_argv, is_root
+from ..kernel.conftest import Lab
+
+needs_root = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
+
+
+def run_cli(*args, timeout=60, **kw):
+    return subprocess.run(connscope_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
+
+
+def assert_one_line_error(cp, code, *needles):
+    assert cp.returncode == code, (cp.returncode, cp.stderr)
+    lines = cp.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got: {cp.stderr!r}"
+    assert lines[0].startswith("connscope: ") and "Traceback" not in cp.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    assert cp.stdout == ""
+
+
+# --- bad input --------------------------------------------------------------
+
+@pytest.mark.parametrize("args,needles", [
+    (["trace", "--port", "70000"], ["--port", "70000", "fix: see `connscope trace --help`"]),
+    (["trace", "--pid", "0"], ["--pid"]),
+    (["trace", "--duration", "-1"], ["--duration"]),
+    (["trace", "--comm", "a-name-longer-than-15"], ["--comm", "15 bytes"]),
+    (["trace", "--bogus"], ["--bogus"]),
+    (["trace", "--buffer-pages", "3"], ["--buffer-pages", "power of two"]),
+    (["check", "--force-hook", "tcp_connect=carrier-pigeon"], ["--force-hook", "tcp_connect=fentry|kprobe|tracepoint"]),
+    (["nonsense"], ["nonsense"]),
+])
+def test_bad_flags_give_one_line_and_exit_2(args, needles):
+    assert_one_line_error(run_cli(*args), 2, *needles)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@needs_root
+def test_missing_privilege_is_one_line_naming_the_capabilities():
+    cp = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                         *connscope_argv("trace", "--duration", "1")],
+                        capture_output=True, text=True, timeout=60, cwd="/")
+    assert_one_line_error(cp, 1, "uid 65534", "CAP_BPF", "CAP_PERFMON", "CAP_DAC_READ_SEARCH", "fix: run as root")
+
+
+# --- check ------------------------------------------------------------------
+
+@needs_root
+def test_check_lists_every_hook_and_exits_0():
+    cp = run_cli("check")
+    assert cp.returncode == 0, cp.stderr
+    rows = {line.split()[0]: line.split()[1:3] for line in cp.stdout.splitlines()[1:] if not line.startswith(" ")}
+    for name in ("tcp_connect", "lifecycle", "error_report", "destroy", "connect_syscall", "retransmit",
+                 "reset_sent", "reset_received", "first_io", "event_buffer"):
+        assert rows[name][1] in ("active", "missing"), name
+    assert rows["lifecycle"] == ["tracepoint", "active"]
+
+
+@needs_root
+def test_check_fails_when_a_required_hook_cannot_attach():
+    from agent.kernel import features
+
+    probe = features.fentry("tcp_connect")
+    if probe:
+        pytest.skip("fentry works on this kernel: forcing it cannot fail")
+    cp = run_cli("check", "--force-hook", "tcp_connect=fentry")
+    assert_one_line_error(cp, 1, "hook tcp_connect cannot attach", probe.reason)
+
+
+# --- trace: duration, filters, table ---------------------------------------------
+
+def _traffic(pair, peer_cmd):
+    """A: cs-a connects over IPv4 and succeeds. B: cs-b is refused over IPv6."""
+    v4, v6 = Lab(pair, peer_cmd, "ipv4"), Lab(pair, peer_cmd, "ipv6")
+    p_ok, p_refused = pick_port(), pick_port() + 10000
+    v4.server(p_ok, "close", "cs-srv")
+    [a] = v4.client(p_ok, "--close-first", comm="cs-a")
+    [b] = v6.client(p_refused, comm="cs-b")
+    assert (a["errno"], b["errno"]) == (0, 111)
+    return a, b, p_ok, p_refused
+
+
+def _conn_records(records):
+    return [r for r in records if r["type"] in ("connect", "accept", "close")]
+
+
+@needs_root
+@pytest.mark.parametrize("flt", ["--pid", "--comm", "--port", "--failures", "-4", "-6"])
+def test_trace_filters(flt, netpair, peer_cmd):
+    run = AgentRun(*({"--pid": [], "--comm": ["--comm", "cs-b"], "--port": [], "--failures": ["--failures"],
+                      "-4": ["-4"], "-6": ["-6"]}[flt] or ["--pid", "1"]))
+    if flt in ("--pid", "--port"):  # needs the peers' pid/port: restart with it once known
+        run.close()
+    try:
+        if flt == "--pid":
+            # the client pid is known only once it runs: filter on a server we start first
+            lab = Lab(netpair, peer_cmd, "ipv4")
+            port = pick_port()
+            srv, listening = lab.server(port, "close", "cs-srv")
+            run = AgentRun("--pid", str(listening["pid"]))
+            [c] = lab.client(port, "--close-first", comm="cs-a")
+            recs = _conn_records(run.stop())
+            assert recs and {r["pid"] for r in recs} == {listening["pid"]}
+            assert {r["type"] for r in recs} == {"accept", "close"}
+            assert all(r["dport"] == c["sport"] for r in recs)
+            return
+        if flt == "--port":
+            p_refused = pick_port() + 10000
+            run = AgentRun("--port", str(p_refused))
+        a, b, p_ok, p_refused2 = _traffic(netpair, peer_cmd) if flt != "--port" else _traffic_port(netpair, peer_cmd, p_refused)
+        recs = _conn_records(run.stop())
+        a_recs = [r for r in recs if p_ok in (r["sport"], r["dport"])]
+        b_recs = [r for r in recs if r["dport"] == p_refused2]
+        if flt in ("--comm", "--port", "--failures", "-6"):
+            assert len(b_recs) == 1 and b_recs[0]["comm"] == "cs-b" and b_recs[0]["error"] == "ECONNREFUSED"
+            assert a_recs == []
+        if flt == "--comm":
+            assert {r["comm"] for r in recs} == {"cs-b"}
+        if flt == "--failures":
+            assert all(r["errno"] or r.get("closed_by") == "reset" or r.get("error") for r in recs)
+        if flt == "-4":
+            assert {r["type"] for r in a_recs} == {"connect", "accept", "close"} and len(a_recs) == 4
+            assert b_recs == [] and {r["family"] for r in recs} == {"ipv4"}
+        if flt == "-6":
+            assert {r["family"] for r in recs} == {"ipv6"}
+    finally:
+        run.close()
+
+
+def _traffic_port(pair, peer_cmd, p_refused):
+    v4, v6 = Lab(pair, peer_cmd, "ipv4"), Lab(pair, peer_cmd, "ipv6")
+    p_ok = pick_port()
+    v4.server(p_ok, "close", "cs-srv")
+    [a] = v4.client(p_ok, "--close-first", comm="cs-a")
+    [b] = v6.client(p_refused, comm="cs-b")
+    return a, b, p_ok, p_refused
+
+
+@needs_root
+def test_duration_exits_by_itself_with_a_stop_record():
+    cp = run_cli("trace", "--json", "--duration", "1.5", timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    recs = json_lines(cp.stdout)
+    assert recs[0]["type"] == "agent" and recs[0]["event"] == "start"
+    assert recs[-1]["type"] == "agent" and recs[-1]["event"] == "stop"
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script (util-linux) for a pty")
+def test_trace_on_a_terminal_prints_a_table(netpair, peer_cmd):
+    import sys
+    import time
+
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close", "cs-srv")
+    cmd = " ".join(connscope_argv("trace", "--duration", "6", "--port", str(port)))
+    term = subprocess.Popen(["script", "-qfec", cmd, "/dev/null"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, cwd=REPO, env={**os.environ, "COLUMNS": "160"})
+    time.sleep(3)  # the agent compiles and attaches
+    [c] = lab.client(port, "--close-first", comm="cs-a")
+    out, err = term.communicate(timeout=60)
+    text = out.decode(errors="replace")
+    assert "{" not in text, "JSON on a terminal"
+    lines = [l.rstrip() for l in text.splitlines() if l.strip()]
+    header = next(l for l in lines if l.startswith("TIME"))
+    assert header.split() == ["TIME", "TYPE", "PID", "COMM", "LOCAL", "REMOTE", "RESULT", "MS", "RETR"]
+    conn = [l for l in lines if " connect " in l and f":{port}" in l]
+    assert len(conn) == 1
+    fields = conn[0].split()
+    assert fields[1:4] == ["connect", str(c["pid"]), "cs-a"]
+    assert fields[4] == f"{lab.client_addr}:{c['sport']}" and fields[5] == f"{lab.server_addr}:{port}"
+    assert fields[6] == "ok"
+    assert any(" close " in l and "by local" in l for l in lines)

@@ -1,0 +1,85 @@
+"""Kernel-tier fixtures: a running agent and the peers that make real traffic."""
+
+import threading
+
+import pytest
+
+from netlab import json_lines, wait_json_line
+
+from ..agentrun import AgentRun, is_root
+
+FAMILIES = ["ipv4", "ipv6"]
+
+
+@pytest.fixture(scope="module")
+def agent():
+    """One real agent per test module; tests pick out their own connections by
+    namespace addresses and ports, so they do not depend on each other."""
+    if not is_root():
+        pytest.skip("needs root (loads eBPF programs)")
+    run = AgentRun()
+    try:
+        yield run
+        run.stop()
+    finally:
+        run.close()
+
+
+class Lab:
+    """A NetPair with the peer tool, addressed by family."""
+
+    def __init__(self, pair, peer_cmd, family):
+        self.pair, self.peer_cmd, self.family = pair, peer_cmd, family
+        v6 = family == "ipv6"
+        self.client_addr = pair.client_v6 if v6 else pair.client_v4
+        self.server_addr = pair.server_v6 if v6 else pair.server_v4
+        self.unrouted = pair.unrouted_v6 if v6 else pair.unrouted_v4
+
+    def server(self, port, mode="close", comm="cs-srv", *extra):
+        proc = self.pair.popen(self.pair.server_ns, self.peer_cmd(
+            "server", "--addr", self.server_addr, "--port", port, "--mode", mode, "--comm", comm, *extra))
+        listening = wait_json_line(proc, lambda j: j["event"] == "listening", timeout=10)
+        # Nothing reads the server's per-connection lines after this: drain
+        # them, or a full pipe blocks the server after a few thousand accepts.
+        threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+        return proc, listening
+
+    def client(self, port, *extra, addr=None, comm="cs-cli", timeout=60):
+        cp = self.pair.run(self.pair.client_ns, self.peer_cmd(
+            "client", "--addr", addr or self.server_addr, "--port", port, "--comm", comm, *extra), timeout=timeout)
+        return [j for j in json_lines(cp.stdout) if j["event"] == "connect"]
+
+    def netstat(self, ns, name):
+        """A TcpExt counter of one namespace (/proc/net/netstat is per netns)."""
+        text = self.pair.run(ns, ["cat", "/proc/net/netstat"]).stdout.splitlines()
+        for head, vals in zip(text[::2], text[1::2]):
+            if head.startswith("TcpExt:"):
+                return int(dict(zip(head.split()[1:], vals.split()[1:]))[name])
+        raise KeyError(name)
+
+    def nft_server(self, rule):
+        fam = "ip6" if self.family == "ipv6" else "ip"
+        self.pair.nft(self.pair.server_ns, f"""
+            table inet cstest {{
+                chain input {{
+                    type filter hook input priority 0; policy accept;
+                    meta nfproto {'ipv6' if fam == 'ip6' else 'ipv4'} {rule}
+                }}
+            }}""")
+
+
+@pytest.fixture(params=FAMILIES)
+def lab(request, netpair, peer_cmd):
+    return Lab(netpair, peer_cmd, request.param)
+
+
+def _drain(stream):
+    try:
+        while stream.read(65536):
+            pass
+    except (OSError, ValueError):
+        pass
+
+
+def match(**fields):
+    return lambda r: all(r.get(k) == v for k, v in fields.items())

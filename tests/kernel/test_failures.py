@@ -1,0 +1,119 @@
+"""Failed connects: each cause gives its exact errno, on the connecting process."""
+
+import pytest
+
+from netlab import pick_port
+
+from .conftest import match
+
+
+def _attempt(agent, lab, port, c, errno_, error, **extra):
+    """The connect record of the client's attempt `c`, with the expected outcome."""
+    want = dict(type="connect", family=lab.family, daddr=c.get("daddr_expected", lab.server_addr), dport=port,
+                result="error", errno=errno_, error=error, pid=c["pid"], comm="cs-cli", **extra)
+    [rec] = agent.wait_for(match(**want), timeout=20)
+    assert rec["latency_us"] is not None
+    return rec
+
+
+def test_refused_by_rst_when_nothing_listens(agent, lab):
+    port = pick_port()
+    [c] = lab.client(port)
+    assert c["errno"] == 111
+    rec = _attempt(agent, lab, port, c, 111, "ECONNREFUSED", pid_source="connect")
+    assert (rec["resets_received"], rec["syn_retransmits"], rec["syscall_only"]) == (1, 0, False)
+    assert rec["sport"] > 0 and rec["saddr"] == lab.client_addr
+
+
+def test_refused_by_firewall_reset(agent, lab):
+    port = pick_port()
+    lab.server(port)
+    lab.nft_server(f"tcp dport {port} reject with tcp reset")
+    [c] = lab.client(port)
+    assert c["errno"] == 111
+    rec = _attempt(agent, lab, port, c, 111, "ECONNREFUSED")
+    assert rec["resets_received"] == 1
+
+
+def test_refused_by_icmp_port_unreachable(agent, lab):
+    port = pick_port()
+    icmp = "icmpv6 type port-unreachable" if lab.family == "ipv6" else "icmp type port-unreachable"
+    lab.nft_server(f"tcp dport {port} reject with {icmp}")
+    [c] = lab.client(port, "--timeout", 20)
+    assert c["errno"] == 111
+    rec = _attempt(agent, lab, port, c, 111, "ECONNREFUSED")
+    # an ICMP error is no RST: nothing was received as a reset
+    assert rec["resets_received"] == 0
+
+
+def test_timed_out_by_silent_drop_counts_syn_retransmits(agent, lab):
+    port = pick_port()
+    lab.nft_server(f"tcp dport {port} drop")
+    before = lab.netstat(lab.pair.client_ns, "TCPSynRetrans")
+    [c] = lab.client(port, "--syncnt", 1, "--timeout", 30)
+    assert c["errno"] == 110
+    # resolved in softirq context; the pid is still the connecting process
+    rec = _attempt(agent, lab, port, c, 110, "ETIMEDOUT", pid_source="connect")
+    # the kernel's own count in the client's namespace, where only this socket connects
+    syn_retrans = lab.netstat(lab.pair.client_ns, "TCPSynRetrans") - before
+    assert syn_retrans >= 1
+    assert rec["syn_retransmits"] == syn_retrans
+    assert rec["latency_us"] >= 1_000_000
+
+
+def test_host_unreachable_by_icmp(agent, lab):
+    port = pick_port()
+    icmp = "icmpv6 type addr-unreachable" if lab.family == "ipv6" else "icmp type host-unreachable"
+    lab.nft_server(f"tcp dport {port} reject with {icmp}")
+    [c] = lab.client(port, "--timeout", 20)
+    assert c["errno"] == 113
+    _attempt(agent, lab, port, c, 113, "EHOSTUNREACH")
+
+
+def test_net_unreachable_without_route_sends_nothing(agent, lab):
+    port = pick_port()
+    [c] = lab.client(port, addr=lab.unrouted)
+    assert c["errno"] == 101
+    c["daddr_expected"] = lab.unrouted
+    rec = _attempt(agent, lab, port, c, 101, "ENETUNREACH", pid_source="syscall", syscall_only=True, sport=0)
+    assert rec["syn_retransmits"] == 0
+
+
+def test_ephemeral_ports_exhausted(agent, lab):
+    port = pick_port()
+    lab.server(port, "close")
+    lab.pair.sysctl(lab.pair.client_ns, "net.ipv4.ip_local_port_range", "40000 40009")
+    # A stray late ACK makes the listener answer with an RST, and by default
+    # an RST kills a TIME_WAIT socket (freeing its port): RFC 1337 says ignore it.
+    lab.pair.sysctl(lab.pair.client_ns, "net.ipv4.tcp_rfc1337", 1)
+    attempts = lab.client(port, "--count", 11, "--close-first")
+    assert [a["errno"] for a in attempts] == [0] * 10 + [99]
+    oks = agent.wait_for(match(type="connect", family=lab.family, dport=port, result="ok", pid=attempts[0]["pid"]),
+                         count=10)
+    assert sorted(r["sport"] for r in oks) == list(range(40000, 40010))
+    rec = _attempt(agent, lab, port, attempts[10], 99, "EADDRNOTAVAIL", sport=0)
+    # every one of the ten leaves a TIME_WAIT socket holding its port
+    closes = agent.wait_for(match(type="close", family=lab.family, dport=port, direction="outbound"), count=10)
+    assert all(r["time_wait"] for r in closes)
+    assert rec["syn_retransmits"] == 0
+
+
+def test_nonblocking_connect_failing_later_keeps_the_caller(agent, lab):
+    port = pick_port()
+    lab.nft_server(f"tcp dport {port} drop")
+    before = lab.netstat(lab.pair.client_ns, "TCPSynRetrans")
+    [c] = lab.client(port, "--nonblocking", "--syncnt", 1, "--timeout", 30)
+    assert c["errno"] == 110
+    rec = _attempt(agent, lab, port, c, 110, "ETIMEDOUT", pid_source="connect")
+    assert rec["syn_retransmits"] == lab.netstat(lab.pair.client_ns, "TCPSynRetrans") - before
+    assert rec["tid"] == c["tid"]
+
+
+def test_connect_abandoned_during_handshake(agent, lab):
+    """The application closes a non-blocking socket still in SYN_SENT: no errno, error ABORTED."""
+    port = pick_port()
+    lab.nft_server(f"tcp dport {port} drop")
+    [c] = lab.client(port, "--nonblocking", "--timeout", 0.3)
+    [rec] = agent.wait_for(match(type="connect", family=lab.family, dport=port, pid=c["pid"]), timeout=10)
+    assert (rec["result"], rec["errno"], rec["error"]) == ("error", 0, "ABORTED")
+    assert rec["latency_us"] >= 250_000

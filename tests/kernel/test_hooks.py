@@ -1,0 +1,76 @@
+"""The hook chain: what is chosen, why, and that each usable method really works.
+
+A method the kernel lacks is skipped with the probe's reason; where the
+probe says it exists, the test runs and must pass.
+"""
+
+import socket
+import threading
+
+import pytest
+
+from agent.kernel import features
+from agent.kernel.hooks import HOOKS, hook
+
+from ..agentrun import AgentRun, is_root
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
+
+
+def expected_method(h):
+    for m in h.methods:
+        if m.probe():
+            return m.name
+    return None
+
+
+def test_start_record_reports_every_hook_as_probed():
+    with AgentRun("--duration", "2") as run:
+        hooks = run.start["hooks"]
+        assert set(hooks) == {h.name for h in HOOKS}
+        for h in HOOKS:
+            assert hooks[h.name]["method"] == expected_method(h), h.name
+            assert hooks[h.name]["state"] == ("active" if expected_method(h) else "missing")
+        # each method skipped before the chosen one is listed with its reason
+        chosen = hooks["tcp_connect"]["method"]
+        names = [m.name for m in hook("tcp_connect").methods]
+        skipped = hooks["tcp_connect"]["fallbacks_skipped"]
+        assert [s.split(":")[0] for s in skipped] == names[: names.index(chosen)]
+        run.stop()
+
+
+def test_this_kernel_falls_back_to_the_tracepoint_for_tcp_connect():
+    """KERNEL-FACTS: this machine kind refuses fentry (EPERM) and has no kprobes."""
+    if features.fentry("tcp_connect") or features.kprobes():
+        pytest.skip("this kernel has fentry or kprobes: the tracepoint fallback is not the choice here")
+    with AgentRun("--duration", "2") as run:
+        tc = run.start["hooks"]["tcp_connect"]
+        assert tc["method"] == "tracepoint"
+        assert tc["fallbacks_skipped"][0].startswith("fentry: fentry program load refused")
+        assert "CONFIG_KPROBES" in tc["fallbacks_skipped"][1]
+        run.stop()
+
+
+def _loopback_roundtrip() -> int:
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    t = threading.Thread(target=lambda: srv.accept()[0].close())
+    t.start()
+    socket.create_connection(("127.0.0.1", port)).close()
+    t.join()
+    srv.close()
+    return port
+
+
+@pytest.mark.parametrize("hook_name,method", [(h.name, m.name) for h in HOOKS for m in h.methods if len(h.methods) > 1])
+def test_each_usable_method_traces_a_connection(hook_name, method):
+    m = next(m for m in hook(hook_name).methods if m.name == method)
+    probe = m.probe()
+    if not probe:
+        pytest.skip(f"{hook_name}={method} not on this kernel: {probe.reason}")
+    with AgentRun("--force-hook", f"{hook_name}={method}") as run:
+        assert run.start["hooks"][hook_name]["method"] == method
+        port = _loopback_roundtrip()
+        [rec] = run.wait_for(lambda r: r["type"] == "connect" and r["dport"] == port and r["result"] == "ok")
+        assert rec["pid"] > 0 and rec["pid_source"] == "connect"
+        run.stop()

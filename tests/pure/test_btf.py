@@ -1,0 +1,45 @@
+"""The BTF reader against bpftool, an independent implementation, on this kernel."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from agent.kernel.btf import BTF, KIND_FUNC, KIND_STRUCT
+
+pytestmark = pytest.mark.skipif(shutil.which("bpftool") is None, reason="needs bpftool (scripts/setup.sh)")
+
+
+@pytest.fixture(scope="module")
+def btf():
+    return BTF.vmlinux()
+
+
+def _bpftool_raw(btf_id_filter: str) -> str:
+    out = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
+                         capture_output=True, text=True, check=True).stdout
+    return out
+
+
+def test_func_id_matches_bpftool(btf):
+    out = _bpftool_raw("tcp_connect")
+    m = re.search(r"^\[(\d+)\] FUNC 'tcp_connect'", out, re.M)
+    assert m, "bpftool shows no FUNC tcp_connect"
+    assert btf.find(KIND_FUNC, "tcp_connect").type_id == int(m.group(1))
+
+
+@pytest.mark.parametrize("struct,member", [("tcp_sock", "srtt_us"), ("sock", "sk_err"), ("sock", "sk_sndbuf"), ("tcp_sock", "snd_cwnd")])
+def test_member_offsets_match_bpftool(btf, struct, member):
+    out = _bpftool_raw(struct)
+    block = re.search(rf"^\[\d+\] STRUCT '{struct}' size=\d+ vlen=\d+\n((?:\t.*\n)+)", out, re.M)
+    assert block, f"bpftool shows no struct {struct}"
+    m = re.search(rf"^\t'{member}' type_id=\d+ bits_offset=(\d+)", block.group(1), re.M)
+    assert m, f"bpftool shows no {struct}.{member}"
+    assert btf.member_offset(struct, member) == int(m.group(1)) // 8
+
+
+def test_headers_would_be_wrong_here(btf):
+    """KERNEL-FACTS: the 6.1 headers put sock.sk_err at 544; this kernel does not."""
+    assert btf.find(KIND_STRUCT, "sock") is not None
+    assert btf.member_offset("sock", "sk_err") != 544
