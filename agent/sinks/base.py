@@ -18,3 +18,12 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Flushes and releases resources."""
+
+
+def write_out(stream, data) -> None:
+    """Writes and flushes; a reader that went away becomes SinkClosed."""
+    try:
+        stream.write(data)
+        stream.flush()
+    except (BrokenPipeError, ValueError) as err:  # reader gone / stream closed
+        raise SinkClosed(str(err)) from err

@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 import orjson
 
-from .base import SinkClosed
+from .base import SinkClosed, write_out
 
 
 class JsonLinesSink:
@@ -22,11 +22,7 @@ class JsonLinesSink:
         if not self._buf:
             return
         data, self._buf = b"".join(self._buf), []
-        try:
-            self.stream.write(data)
-            self.stream.flush()
-        except (BrokenPipeError, ValueError) as err:  # reader gone / stream closed
-            raise SinkClosed(str(err)) from err
+        write_out(self.stream, data)
 
     def close(self) -> None:
         try:

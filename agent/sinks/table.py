@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .base import SinkClosed
+from .base import SinkClosed, write_out
 
 COLUMNS = ("TIME", "TYPE", "PID", "COMM", "LOCAL", "REMOTE", "RESULT", "MS", "RETR")
 _FMT = "{:<12} {:<7} {:>7} {:<15} {:<28} {:<28} {:<14} {:>9} {:>4}"
@@ -53,11 +53,7 @@ class TableSink:
         if not self._lines:
             return
         text, self._lines = "\n".join(self._lines) + "\n", []
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (BrokenPipeError, ValueError) as err:
-            raise SinkClosed(str(err)) from err
+        write_out(self.stream, text)
 
     def close(self) -> None:
         try:

@@ -80,15 +80,15 @@ def test_check_fails_when_a_required_hook_cannot_attach():
 
 # --- trace: duration, filters, table ---------------------------------------------
 
-def _traffic(pair, peer_cmd):
+def _traffic(pair, peer_cmd, p_refused):
     """A: cs-a connects over IPv4 and succeeds. B: cs-b is refused over IPv6."""
     v4, v6 = Lab(pair, peer_cmd, "ipv4"), Lab(pair, peer_cmd, "ipv6")
-    p_ok, p_refused = pick_port(), pick_port() + 10000
+    p_ok = pick_port()
     v4.server(p_ok, "close", "cs-srv")
     [a] = v4.client(p_ok, "--close-first", comm="cs-a")
     [b] = v6.client(p_refused, comm="cs-b")
     assert (a["errno"], b["errno"]) == (0, 111)
-    return a, b, p_ok, p_refused
+    return p_ok
 
 
 def _conn_records(records):
@@ -96,55 +96,46 @@ def _conn_records(records):
 
 
 @needs_root
-@pytest.mark.parametrize("flt", ["--pid", "--comm", "--port", "--failures", "-4", "-6"])
-def test_trace_filters(flt, netpair, peer_cmd):
-    run = AgentRun(*({"--pid": [], "--comm": ["--comm", "cs-b"], "--port": [], "--failures": ["--failures"],
-                      "-4": ["-4"], "-6": ["-6"]}[flt] or ["--pid", "1"]))
-    if flt in ("--pid", "--port"):  # needs the peers' pid/port: restart with it once known
-        run.close()
-    try:
-        if flt == "--pid":
-            # the client pid is known only once it runs: filter on a server we start first
-            lab = Lab(netpair, peer_cmd, "ipv4")
-            port = pick_port()
-            srv, listening = lab.server(port, "close", "cs-srv")
-            run = AgentRun("--pid", str(listening["pid"]))
-            [c] = lab.client(port, "--close-first", comm="cs-a")
-            recs = _conn_records(run.stop())
-            assert recs and {r["pid"] for r in recs} == {listening["pid"]}
-            assert {r["type"] for r in recs} == {"accept", "close"}
-            assert all(r["dport"] == c["sport"] for r in recs)
-            return
-        if flt == "--port":
-            p_refused = pick_port() + 10000
-            run = AgentRun("--port", str(p_refused))
-        a, b, p_ok, p_refused2 = _traffic(netpair, peer_cmd) if flt != "--port" else _traffic_port(netpair, peer_cmd, p_refused)
+def test_trace_pid_filter(netpair, peer_cmd):
+    # a server started first, so its pid is known before the agent starts;
+    # its listen() predates the agent, in another namespace
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    _, listening = lab.server(port, "close", "cs-srv")
+    with AgentRun("--pid", str(listening["pid"])) as run:
+        [c] = lab.client(port, "--close-first", comm="cs-a")
         recs = _conn_records(run.stop())
-        a_recs = [r for r in recs if p_ok in (r["sport"], r["dport"])]
-        b_recs = [r for r in recs if r["dport"] == p_refused2]
-        if flt in ("--comm", "--port", "--failures", "-6"):
-            assert len(b_recs) == 1 and b_recs[0]["comm"] == "cs-b" and b_recs[0]["error"] == "ECONNREFUSED"
-            assert a_recs == []
-        if flt == "--comm":
-            assert {r["comm"] for r in recs} == {"cs-b"}
-        if flt == "--failures":
-            assert all(r["errno"] or r.get("closed_by") == "reset" or r.get("error") for r in recs)
-        if flt == "-4":
-            assert {r["type"] for r in a_recs} == {"connect", "accept", "close"} and len(a_recs) == 4
-            assert b_recs == [] and {r["family"] for r in recs} == {"ipv4"}
-        if flt == "-6":
-            assert {r["family"] for r in recs} == {"ipv6"}
-    finally:
-        run.close()
+    assert {r["pid"] for r in recs} == {listening["pid"]}
+    assert sorted(r["type"] for r in recs) == ["accept", "close"]
+    assert all(r["dport"] == c["sport"] for r in recs)
+    assert [r["pid_source"] for r in recs if r["type"] == "accept"] == ["listener"]
 
 
-def _traffic_port(pair, peer_cmd, p_refused):
-    v4, v6 = Lab(pair, peer_cmd, "ipv4"), Lab(pair, peer_cmd, "ipv6")
-    p_ok = pick_port()
-    v4.server(p_ok, "close", "cs-srv")
-    [a] = v4.client(p_ok, "--close-first", comm="cs-a")
-    [b] = v6.client(p_refused, comm="cs-b")
-    return a, b, p_ok, p_refused
+@needs_root
+@pytest.mark.parametrize("flt", ["--comm", "--port", "--failures", "-4", "-6"])
+def test_trace_filters(flt, netpair, peer_cmd):
+    p_refused = pick_port() + 10000
+    args = {"--comm": ["--comm", "cs-b"], "--port": ["--port", str(p_refused)], "--failures": ["--failures"],
+            "-4": ["-4"], "-6": ["-6"]}[flt]
+    with AgentRun(*args) as run:
+        p_ok = _traffic(netpair, peer_cmd, p_refused)
+        recs = _conn_records(run.stop())
+    a_recs = [r for r in recs if p_ok in (r["sport"], r["dport"])]
+    b_recs = [r for r in recs if r["dport"] == p_refused]
+    if flt == "-4":
+        assert sorted(r["type"] for r in a_recs) == ["accept", "close", "close", "connect"]
+        assert b_recs == [] and {r["family"] for r in recs} == {"ipv4"}
+        return
+    assert len(b_recs) == 1 and b_recs[0]["comm"] == "cs-b" and b_recs[0]["error"] == "ECONNREFUSED"
+    assert a_recs == []
+    if flt == "--comm":
+        assert {r["comm"] for r in recs} == {"cs-b"}
+    if flt == "--port":
+        assert all(p_refused in (r["sport"], r["dport"]) for r in recs)
+    if flt == "--failures":
+        assert all(r["errno"] or r["error"] or r.get("closed_by") == "reset" for r in recs)
+    if flt == "-6":
+        assert {r["family"] for r in recs} == {"ipv6"}
 
 
 @needs_root
