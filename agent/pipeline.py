@@ -3,7 +3,9 @@
 Two threads. The reader polls the tracer, whose callback only decodes and
 queues, and hands batches to a bounded queue; it never waits on the sink,
 so a slow sink fills the user queue (counted as `lost`, stage "queue")
-before it can back up into the kernel buffer. The writer builds records,
+before it can back up into the kernel buffer. The window aggregator also
+runs on the reader, on every event before filters and the queue, so its
+counts do not depend on what the sink keeps up with. The writer builds records,
 numbers them (`seq`) and writes them. Kernel-side drops are read from the
 kernel's counters every second and reported as `lost`, stage "kernel".
 """
@@ -16,8 +18,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .aggregate.diagnose import Diagnoser
+from .aggregate.window import WindowAggregator
 from .decode.events import ConnEvent
 from .filters import EventFilter
+from .records.aggregates import diagnosis_record, summary_records
 from .records.build import RecordBuilder
 from .sinks.base import Sink, SinkClosed
 
@@ -57,7 +62,8 @@ class Pipeline:
     REAP_S = 5.0
 
     def __init__(self, tracer, builder: RecordBuilder, sink: Sink, event_filter: EventFilter | None = None,
-                 queue_max: int = 200_000):
+                 queue_max: int = 200_000, aggregator: WindowAggregator | None = None,
+                 diagnoser: Diagnoser | None = None, connections: bool = True, port_usage=None):
         self.tracer = tracer
         self.builder = builder
         self.emitter = Emitter(sink)
@@ -70,11 +76,22 @@ class Pipeline:
         self._last_counters = {k: 0 for k in KERNEL_LOSSES}
         self._last_misses: dict[str, int] = {}
         self.reaped = 0
+        self.aggregator = aggregator
+        self.diagnoser = diagnoser
+        self.connections = connections  # per-connection records, or only aggregates
+        self.port_usage = port_usage  # WindowResult -> {(proc, dest): usage}, for port_exhaustion_risk
         self.stop = threading.Event()
         self.sink_closed = False
 
     # --- reader thread ---------------------------------------------------
     def _put_events(self, events: list[ConnEvent]) -> None:
+        if self.aggregator is not None:
+            add, match = self.aggregator.add, self.filter.match
+            for ev in events:
+                if match(ev):
+                    add(ev)
+        if not self.connections:
+            return
         with self._lock:
             if self._queued + len(events) > self.queue_max:
                 self.stats.queue_lost += len(events)
@@ -90,6 +107,8 @@ class Pipeline:
             if delta > 0:
                 self._last_counters[key] = counters[key]
                 self.stats.kernel_lost[reason] += delta
+                if self.aggregator is not None:
+                    self.aggregator.kernel_lost += delta
                 self._q.put(self.builder.lost_record(delta, "kernel", reason))
         for prog, misses in self.tracer.recursion_misses().items():
             delta = misses - self._last_misses.get(prog, 0)
@@ -99,6 +118,15 @@ class Pipeline:
                 rec = self.builder.lost_record(delta, "kernel", "recursion_miss")
                 rec["program"] = prog
                 self._q.put(rec)
+
+    def _close_window(self, now_ns: int) -> None:
+        result = self.aggregator.close(now_ns)
+        for rec in summary_records(self.builder, result):
+            self._q.put(rec)
+        if self.diagnoser is not None:
+            usage = self.port_usage(result) if self.port_usage else None
+            for finding in self.diagnoser.evaluate(result, usage):
+                self._q.put(diagnosis_record(self.builder, result, finding))
 
     def _reap(self) -> None:
         events = self.tracer.reap_closed(self.REAP_S)
@@ -120,6 +148,9 @@ class Pipeline:
                 if time.monotonic() >= next_reap:
                     self._reap()
                     next_reap = time.monotonic() + self.REAP_S
+                if self.aggregator is not None and self.aggregator.due(time.monotonic_ns()):
+                    self._check_kernel_losses()
+                    self._close_window(time.monotonic_ns())
             # Drain what the kernel already handed over, then account.
             while True:
                 events = self.tracer.poll(0)
@@ -127,6 +158,8 @@ class Pipeline:
                     break
                 self._put_events(events)
             self._check_kernel_losses()
+            if self.aggregator is not None:  # the last, partial window
+                self._close_window(time.monotonic_ns())
         finally:
             self._q.put(None)
 

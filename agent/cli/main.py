@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from ..errors import ConnscopeError
 from .check import check
+from .top import top
 from .trace import trace
 
 
@@ -20,6 +21,7 @@ def cli() -> None:
 
 cli.add_command(trace)
 cli.add_command(check)
+cli.add_command(top)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,20 +1,18 @@
-"""`connscope trace`: per-connection records for incidents."""
+"""`connscope trace`: per-connection records (or window summaries) for incidents."""
 
 from __future__ import annotations
 
-import os
-import platform
-import signal
 import sys
 
 import click
 
-from .. import __version__
+from ..aggregate.diagnose import Diagnoser
+from ..aggregate.window import WindowAggregator
 from ..filters import EventFilter
-from ..records.build import RecordBuilder
 from ..sinks.jsonlines import JsonLinesSink
 from ..sinks.table import TableSink
-from .options import load_options, tracer_options
+from .options import tracer_options
+from .session import run_session
 
 
 @click.command()
@@ -26,36 +24,25 @@ from .options import load_options, tracer_options
 @click.option("--failures", is_flag=True, help="Only failed attempts and abnormal closes (errno or reset).")
 @click.option("-4", "ipv4", is_flag=True, help="Only IPv4.")
 @click.option("-6", "ipv6", is_flag=True, help="Only IPv6.")
+@click.option("--summary", is_flag=True, help="Per-process window summaries and diagnoses instead of connections.")
+@click.option("--window", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="Summary window length.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Exit after this many seconds.")
 @tracer_options
-def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, duration, **tracer_kw) -> None:
+def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, duration, **tracer_kw) -> None:
     """Print one record per connection attempt, accepted connection and close."""
-    from ..kernel.listeners import current_listeners
-    from ..kernel.loader import Tracer
-    from ..pipeline import Pipeline
+    import time
 
     if comms and any(len(c.encode()) > 15 for c in comms):
         raise click.BadParameter("a comm is at most 15 bytes (the kernel truncates names)", param_hint="--comm")
     flt = EventFilter.build(pids, comms, ports, ipv4, ipv6, failures)
-    tracer = Tracer(load_options(**tracer_kw))
-    try:
-        seeded = tracer.seed_listeners(current_listeners())
-        table = not as_json and sys.stdout.isatty()
-        sink = TableSink() if table else JsonLinesSink()
-        pipe = Pipeline(tracer, RecordBuilder(), sink, flt)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: pipe.stop.set())
-        hooks = tracer.hook_choices()
-        pipe.run(duration, start_fields={
-            "version": __version__,
-            "kernel": platform.release(),
-            "hooks": hooks,
-            "hooks_summary": ", ".join(f"{k}={v['method'] or 'missing'}" for k, v in hooks.items()),
-            "listeners_seeded": seeded,
-            "filters": {"pids": sorted(pids), "comms": sorted(comms), "ports": sorted(ports),
-                        "ipv4": ipv4, "ipv6": ipv6, "failures": failures},
-            "agent_pid": os.getpid(),
-        })
-    finally:
-        tracer.close()
+    table = not as_json and sys.stdout.isatty()
+    sink = TableSink() if table else JsonLinesSink()
+    agg = WindowAggregator(window, time.monotonic_ns()) if summary else None
+    run_session(tracer_kw, sink, duration,
+                start_extra={"filters": {"pids": sorted(pids), "comms": sorted(comms), "ports": sorted(ports),
+                                         "ipv4": ipv4, "ipv6": ipv6, "failures": failures},
+                             "mode": "summary" if summary else "connections"},
+                event_filter=flt, aggregator=agg, diagnoser=Diagnoser() if summary else None,
+                connections=not summary)

@@ -21,6 +21,18 @@ def format_row(r: dict) -> str | None:
         return f"!! lost {r['count']} records at stage {r['stage']} ({r['reason']})"
     if t == "agent":
         return f"-- agent {r['event']}" + (f": {r['hooks_summary']}" if r.get("hooks_summary") else "")
+    if t == "summary":
+        lat = r["connect_latency_us"]
+        fails = ", ".join(f"{k} {v}" for k, v in r["failures"].items()) or "none"
+        ms = "-" if lat["p50"] is None else f"{lat['p50'] / 1000:.3f}/{lat['p99'] / 1000:.3f} ms"
+        return (f"== {r['window_end'][11:19]} {r['comm']} (pid {r['pid']}): {r['new_connections_per_s']} new/s, "
+                f"{r['connects_ok']} ok, {r['connects_failed']} failed ({fails}), latency p50/p99 {ms}, "
+                f"{r['active_closes']} TIME_WAIT, {r['retransmits']} retransmits")
+    if t == "diagnosis":
+        where = f"{r['daddr']}:{r['dport']}"
+        if r["state"] == "cleared":
+            return f"ok {r['kind']} cleared: {r['comm']} (pid {r['pid']}) -> {where}"
+        return f"!! {r['severity']} {r['kind']}: {r['comm']} (pid {r['pid']}) -> {where}: {r['hint']}"
     if t not in ("connect", "accept", "close"):
         return None
     if t == "connect":

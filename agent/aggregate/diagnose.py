@@ -1,0 +1,153 @@
+"""Plain diagnoses from window aggregates: raised once when a condition
+starts, and once more when it clears.
+
+Each rule looks at one (process, destination) in one window. The
+thresholds are configurable; the defaults are documented in the README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .window import DestStats, WindowResult
+
+
+@dataclass(frozen=True)
+class DiagnosisThresholds:
+    churn_per_s: float = 10.0  # new outbound connections per second to one destination
+    churn_short_share: float = 0.8  # ...of which at least this share lived < short_lifetime_us
+    refused: int = 1  # ECONNREFUSED per window
+    exhausted: int = 1  # EADDRNOTAVAIL per window
+    timeouts: int = 1  # ETIMEDOUT per window
+    syn_retransmits: int = 3  # SYN retransmits per window (stalls before any timeout)
+    unreachable: int = 1  # EHOSTUNREACH + ENETUNREACH per window
+    resets_per_s: float = 5.0  # RSTs sent + received per second
+    retransmits_per_s: float = 10.0  # data retransmits per second
+    port_risk_share: float = 0.5  # share of the usable ephemeral range held for one destination
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    severity: str
+    hint: str
+    applies: Callable[[DestStats, float, DiagnosisThresholds], dict | None]  # evidence, or None
+
+
+def _churn(d, secs, t):
+    outbound = d.connects_ok + d.connects_failed
+    rate = outbound / secs
+    share = d.short_lived / d.closes if d.closes else 0.0
+    if rate >= t.churn_per_s and share >= t.churn_short_share:
+        return {"new_connections_per_s": round(rate, 3), "short_lived_share": round(share, 4),
+                "closes": d.closes, "active_closes": d.active_closes}
+    return None
+
+
+def _errno_rule(*names: str, threshold: str):
+    def check(d, secs, t):
+        n = sum(d.failures.get(name, 0) for name in names)
+        if n >= getattr(t, threshold):
+            return {"failures": {name: d.failures[name] for name in names if d.failures.get(name)},
+                    "connects_ok": d.connects_ok}
+        return None
+
+    return check
+
+
+def _timeout(d, secs, t):
+    n = d.failures.get("ETIMEDOUT", 0)
+    if n >= t.timeouts or d.syn_retransmits >= t.syn_retransmits:
+        return {"failures": {"ETIMEDOUT": n} if n else {}, "syn_retransmits": d.syn_retransmits,
+                "connects_ok": d.connects_ok}
+    return None
+
+
+def _resets(d, secs, t):
+    rate = (d.resets_sent + d.resets_received) / secs
+    if rate >= t.resets_per_s:
+        return {"resets_sent": d.resets_sent, "resets_received": d.resets_received, "resets_per_s": round(rate, 3)}
+    return None
+
+
+def _retransmits(d, secs, t):
+    rate = d.retransmits / secs
+    if rate >= t.retransmits_per_s:
+        return {"retransmits": d.retransmits, "retransmits_per_s": round(rate, 3)}
+    return None
+
+
+RULES = (
+    Rule("connection_churn", "warning",
+         "a new connection per request and most close within the short-lifetime threshold: likely no connection "
+         "pool; reuse connections (a pool or keep-alive)", _churn),
+    Rule("port_exhausted", "critical",
+         "connect() failed with EADDRNOTAVAIL: no ephemeral port left for this destination (TIME_WAIT holds them); "
+         "most likely no connection pool", _errno_rule("EADDRNOTAVAIL", threshold="exhausted")),
+    Rule("connect_refused", "warning", "nothing listens on that port, or a firewall rejects",
+         _errno_rule("ECONNREFUSED", threshold="refused")),
+    Rule("connect_timeout", "warning", "packets silently dropped: firewall or black-holed route", _timeout),
+    Rule("unreachable", "warning", "routing or ICMP unreachable: check the route and the path to the host",
+         _errno_rule("EHOSTUNREACH", "ENETUNREACH", threshold="unreachable")),
+    Rule("reset_storm", "warning",
+         "connections are being reset: the peer aborts (crash, SO_LINGER 0, overload) or a middlebox kills them",
+         _resets),
+    Rule("retransmit_rate", "info", "packets are lost on the path: congestion, a lossy link or a dropping firewall",
+         _retransmits),
+)
+
+PORT_RISK_HINT = ("ephemeral ports to this destination are running out (TIME_WAIT holds them): pool connections, "
+                  "or widen net.ipv4.ip_local_port_range")
+
+
+@dataclass
+class Finding:
+    kind: str
+    severity: str
+    state: str  # "raised" | "cleared"
+    proc: tuple[int, str, int]
+    dest: tuple[str, int, str]
+    evidence: dict
+    hint: str
+
+
+class Diagnoser:
+    def __init__(self, thresholds: DiagnosisThresholds | None = None):
+        self.t = thresholds or DiagnosisThresholds()
+        self.active: dict[tuple, Finding] = {}
+
+    def evaluate(self, w: WindowResult, port_usage: dict | None = None) -> list[Finding]:
+        """port_usage: (proc, dest) -> {"used": n, "usable": n, "time_wait": n}, from agent/ports."""
+        now: dict[tuple, Finding] = {}
+        for proc, p in w.procs.items():
+            for dest, d in p.dests.items():
+                if dest[2] != "outbound":
+                    continue
+                for rule in RULES:
+                    ev = rule.applies(d, w.seconds, self.t)
+                    if ev is not None:
+                        now[(rule.kind, proc, dest)] = Finding(rule.kind, rule.severity, "raised", proc, dest, ev,
+                                                               rule.hint)
+                usage = (port_usage or {}).get((proc, dest))
+                if usage and usage["usable"]:
+                    f = self._port_risk(proc, dest, d, w.seconds, usage)
+                    if f:
+                        now[(f.kind, proc, dest)] = f
+        out = [f for k, f in now.items() if k not in self.active]
+        for k, f in self.active.items():
+            if k not in now:
+                out.append(Finding(f.kind, f.severity, "cleared", f.proc, f.dest, {}, f.hint))
+        self.active = {k: self.active.get(k, f) for k, f in now.items()}
+        return out
+
+    def _port_risk(self, proc, dest, d: DestStats, secs: float, usage: dict) -> Finding | None:
+        share = usage["used"] / usage["usable"]
+        if share < self.t.port_risk_share:
+            return None
+        rate = (d.connects_ok + d.connects_failed) / secs
+        left = max(0, usage["usable"] - usage["used"])
+        evidence = {"used_ports": usage["used"], "usable_ports": usage["usable"], "time_wait": usage["time_wait"],
+                    "used_share": round(share, 4), "new_connections_per_s": round(rate, 3),
+                    "seconds_to_exhaustion": round(left / rate, 1) if rate > 0 else None}
+        return Finding("port_exhaustion_risk", "warning", "raised", proc, dest, evidence, PORT_RISK_HINT)

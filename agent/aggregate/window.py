@@ -1,0 +1,175 @@
+"""Windowed per-process and per-destination aggregates of connection events.
+
+Fed every decoded event on the reader thread, before filters, sampling and
+the bounded queue, so a slow sink cannot make the counts drift; kernel-side
+losses in a window are carried in its summaries (`kernel_lost`), so a
+consumer knows when a count may be short.
+
+A process is (pid, comm, cgroup_id). A destination is the remote address
+and port for outbound connections, the local listening port for inbound
+ones (its `daddr` is then "*").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..decode import layout as L
+from ..decode.events import ConnEvent
+from ..records.build import error_name, format_addr
+from . import sketch
+
+
+@dataclass
+class DestStats:
+    connects_ok: int = 0
+    connects_failed: int = 0
+    failures: Counter = field(default_factory=Counter)
+    accepts: int = 0
+    closes: int = 0
+    active_closes: int = 0
+    short_lived: int = 0
+    syn_retransmits: int = 0
+    retransmits: int = 0
+    resets_sent: int = 0
+    resets_received: int = 0
+    latency: object = field(default_factory=sketch.new)
+    lifetime: object = field(default_factory=sketch.new)
+
+    @property
+    def new_connections(self) -> int:
+        return self.connects_ok + self.connects_failed + self.accepts
+
+
+@dataclass
+class ProcStats(DestStats):
+    synack_retransmits: int = 0
+    syn_stalled: int = 0  # successful connects that needed SYN retransmits
+    latency_max_us: int = 0
+    dests: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    short_lifetime_us: int = 1_000_000
+
+
+class WindowAggregator:
+    """Accumulates one window; `close(end_ns)` returns its summaries and starts the next."""
+
+    def __init__(self, window_s: float, start_ns: int, thresholds: Thresholds | None = None, top_n: int = 5):
+        self.window_ns = int(window_s * 1e9)
+        self.start_ns = start_ns
+        self.thresholds = thresholds or Thresholds()
+        self.top_n = top_n
+        self.procs: dict[tuple[int, str, int], ProcStats] = {}
+        self.kernel_lost = 0
+
+    def due(self, now_ns: int) -> bool:
+        return now_ns - self.start_ns >= self.window_ns
+
+    def add(self, ev: ConnEvent) -> None:
+        comm = ev.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+        key = (ev.pid, comm, ev.cgroup_id)
+        p = self.procs.get(key)
+        if p is None:
+            p = self.procs[key] = ProcStats()
+        if ev.direction == L.DIR_INBOUND:
+            dkey = ("*", ev.sport, "inbound")
+        else:
+            dkey = (format_addr(ev.family, ev.daddr), ev.dport, "outbound")
+        d = p.dests.get(dkey)
+        if d is None:
+            d = p.dests[dkey] = DestStats()
+        for s in (p, d):
+            self._count(s, ev)
+        if ev.type == L.EV_CONNECT and not (ev.err or ev.flags & L.F_ABORTED):
+            lat = (ev.established_ns - ev.start_ns) // 1000 if ev.start_ns and ev.established_ns else None
+            if lat is not None:
+                p.latency_max_us = max(p.latency_max_us, lat)
+                if ev.syn_retransmits:
+                    p.syn_stalled += 1
+        elif ev.type == L.EV_ACCEPT:
+            p.synack_retransmits += ev.synack_retransmits
+
+    def _count(self, s: DestStats, ev: ConnEvent) -> None:
+        if ev.type == L.EV_CONNECT:
+            if ev.err or ev.flags & L.F_ABORTED:
+                s.connects_failed += 1
+                s.failures[error_name(ev.err) if ev.err else "ABORTED"] += 1
+            else:
+                s.connects_ok += 1
+                if ev.start_ns and ev.established_ns:
+                    s.latency.add((ev.established_ns - ev.start_ns) / 1000)
+            s.syn_retransmits += ev.syn_retransmits
+            s.resets_received += ev.resets_received
+        elif ev.type == L.EV_ACCEPT:
+            s.accepts += 1
+        elif ev.type == L.EV_CLOSE:
+            s.closes += 1
+            if ev.flags & L.F_TIME_WAIT:
+                s.active_closes += 1
+            s.retransmits += ev.retransmits
+            s.resets_sent += ev.resets_sent
+            s.resets_received += ev.resets_received
+            if ev.established_ns and ev.end_ns and not ev.flags & L.F_PREEXISTING:
+                life_us = (ev.end_ns - ev.established_ns) / 1000
+                s.lifetime.add(life_us)
+                if life_us < self.thresholds.short_lifetime_us:
+                    s.short_lived += 1
+
+    def close(self, end_ns: int) -> "WindowResult":
+        result = WindowResult(self.start_ns, end_ns, self.procs, self.kernel_lost, self.thresholds, self.top_n)
+        self.start_ns, self.procs, self.kernel_lost = end_ns, {}, 0
+        return result
+
+
+@dataclass
+class WindowResult:
+    start_ns: int
+    end_ns: int
+    procs: dict
+    kernel_lost: int
+    thresholds: Thresholds
+    top_n: int
+
+    @property
+    def seconds(self) -> float:
+        return max(1e-9, (self.end_ns - self.start_ns) / 1e9)
+
+    def dest_fields(self, dkey, d: DestStats) -> dict:
+        daddr, dport, direction = dkey
+        return {
+            "daddr": daddr, "dport": dport, "direction": direction,
+            "connects_ok": d.connects_ok, "connects_failed": d.connects_failed, "failures": dict(d.failures),
+            "accepts": d.accepts, "closes": d.closes, "active_closes": d.active_closes,
+            "new_connections_per_s": round(d.new_connections / self.seconds, 3),
+            "lifetime_us": sketch.percentiles(d.lifetime),
+            "short_lived_share": round(d.short_lived / d.closes, 4) if d.closes else None,
+            "connect_latency_us": sketch.percentiles(d.latency),
+            "syn_retransmits": d.syn_retransmits, "retransmits": d.retransmits,
+            "resets_sent": d.resets_sent, "resets_received": d.resets_received,
+        }
+
+    def summary_fields(self, p: ProcStats) -> dict:
+        dests = sorted(p.dests.items(), key=lambda kv: (-kv[1].new_connections, -kv[1].connects_failed, kv[0][1]))
+        lat = sketch.percentiles(p.latency)
+        lat["max"] = p.latency_max_us if p.latency.count else None
+        return {
+            "window_s": round(self.seconds, 3),
+            "connects_ok": p.connects_ok, "connects_failed": p.connects_failed, "failures": dict(p.failures),
+            "accepts": p.accepts, "closes": p.closes, "active_closes": p.active_closes,
+            "new_connections_per_s": round(p.new_connections / self.seconds, 3),
+            "lifetime_us": sketch.percentiles(p.lifetime),
+            "short_lived_share": round(p.short_lived / p.closes, 4) if p.closes else None,
+            "short_lifetime_us": self.thresholds.short_lifetime_us,
+            "connect_latency_us": lat,
+            "syn_stalled_connects": p.syn_stalled,
+            "syn_retransmits": p.syn_retransmits, "synack_retransmits": p.synack_retransmits,
+            "retransmits": p.retransmits, "resets_sent": p.resets_sent, "resets_received": p.resets_received,
+            "connect_latency_sketch": sketch.to_json(p.latency),
+            "lifetime_sketch": sketch.to_json(p.lifetime),
+            "top_destinations": [self.dest_fields(k, d) for k, d in dests[: self.top_n]],
+            "kernel_lost": self.kernel_lost,
+        }

@@ -1,0 +1,34 @@
+"""Window results and findings -> `summary` and `diagnosis` records (schema v1)."""
+
+from __future__ import annotations
+
+from ..aggregate.diagnose import Finding
+from ..aggregate.window import WindowResult
+from .build import RecordBuilder
+
+
+def _window(builder: RecordBuilder, w: WindowResult) -> dict:
+    return {"window_start": builder.clock.rfc3339(w.start_ns), "window_end": builder.clock.rfc3339(w.end_ns)}
+
+
+def summary_records(builder: RecordBuilder, w: WindowResult) -> list[dict]:
+    """One `summary` per process active in the window, busiest first."""
+    out = []
+    ts = builder.clock.rfc3339(w.end_ns)
+    procs = sorted(w.procs.items(), key=lambda kv: -kv[1].new_connections)
+    for (pid, comm, cgroup_id), p in procs:
+        rec = builder.base("summary", ts, pid, comm, cgroup_id, "aggregate")
+        rec.update(_window(builder, w))
+        rec.update(w.summary_fields(p))
+        out.append(rec)
+    return out
+
+
+def diagnosis_record(builder: RecordBuilder, w: WindowResult, f: Finding) -> dict:
+    pid, comm, cgroup_id = f.proc
+    daddr, dport, direction = f.dest
+    rec = builder.base("diagnosis", builder.clock.rfc3339(w.end_ns), pid, comm, cgroup_id, "aggregate")
+    rec.update(_window(builder, w))
+    rec.update(kind=f.kind, severity=f.severity, state=f.state, daddr=daddr, dport=dport, direction=direction,
+               evidence=f.evidence, hint=f.hint)
+    return rec
