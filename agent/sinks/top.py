@@ -8,14 +8,20 @@ from typing import TextIO
 
 from .base import write_out
 
+def _connects_per_s(r: dict) -> float:
+    """Churn is opening connections: outbound attempts per second (a server
+    accepting them is busy, not churning)."""
+    return (r["connects_ok"] + r["connects_failed"]) / r["window_s"] if r["window_s"] else 0.0
+
+
 SORT_KEYS = {
-    "churn": lambda r: r["new_connections_per_s"],
+    "churn": _connects_per_s,
     "failures": lambda r: r["connects_failed"],
     "latency": lambda r: r["connect_latency_us"]["p99"] or 0,
     "retransmits": lambda r: r["retransmits"] + r["syn_retransmits"],
 }
-_FMT = "{:>7} {:<15} {:>8} {:>6} {:>6} {:<16} {:>9} {:>9} {:>5} {:>5} {:>6}  {}"
-HEADER = _FMT.format("PID", "COMM", "NEW/s", "OK", "FAILED", "TOP ERROR", "LAT p50", "LAT p99", "RETR", "RST",
+_FMT = "{:>7} {:<15} {:>8} {:>7} {:>6} {:>6} {:<16} {:>9} {:>9} {:>5} {:>5} {:>6}  {}"
+HEADER = _FMT.format("PID", "COMM", "CONN/s", "ACC/s", "OK", "FAILED", "TOP ERROR", "LAT p50", "LAT p99", "RETR", "RST",
                      "TWAIT", "TOP DESTINATION")
 
 
@@ -28,7 +34,8 @@ def format_row(r: dict) -> str:
     lat = r["connect_latency_us"]
     dest = r["top_destinations"][0] if r["top_destinations"] else None
     where = "-" if dest is None else f"{dest['daddr']}:{dest['dport']}"
-    return _FMT.format(r["pid"], r["comm"][:15], f"{r['new_connections_per_s']:.1f}", r["connects_ok"],
+    return _FMT.format(r["pid"], r["comm"][:15], f"{_connects_per_s(r):.1f}",
+                       f"{r['accepts'] / r['window_s']:.1f}" if r["window_s"] else "-", r["connects_ok"],
                        r["connects_failed"], err[:16], _ms(lat["p50"]), _ms(lat["p99"]),
                        r["retransmits"] + r["syn_retransmits"], r["resets_sent"] + r["resets_received"],
                        r["active_closes"], where)

@@ -1,0 +1,166 @@
+"""Window summaries and diagnoses from real traffic in namespaces."""
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from netlab import pick_port
+
+from ..agentrun import AgentRun, REPO, connscope_argv, is_root
+from .conftest import Lab
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
+
+WINDOW = 2.0
+
+
+@pytest.fixture(scope="module")
+def summaries():
+    run = AgentRun("--summary", "--window", str(WINDOW))
+    try:
+        yield run
+        run.stop()
+    finally:
+        run.close()
+
+
+def _of(run, pid, rtype="summary"):
+    return [r for r in run.records() if r["type"] == rtype and r["pid"] == pid]
+
+
+def _total(run, pid, field, want, timeout=3 * WINDOW + 5):
+    """Sums a summary field over a process's windows, waiting for the window
+    that holds its last connections to close; returns the settled total."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if field == "failures":
+            total = {}
+            for r in _of(run, pid):
+                for k, v in r["failures"].items():
+                    total[k] = total.get(k, 0) + v
+        else:
+            total = sum(r[field] for r in _of(run, pid))
+        if total == want or time.monotonic() > deadline:
+            return total
+        time.sleep(0.2)
+
+
+def test_churn_is_diagnosed_with_its_rate_and_a_pool_is_not(summaries, netpair, peer_cmd):
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close")
+    pooled = lab.pair.popen(lab.pair.client_ns, peer_cmd("client", "--addr", lab.server_addr, "--port", port,
+                                                         "--comm", "cs-pool", "--send", 100, "--hold", 7,
+                                                         "--close-first"))
+    n = 240
+    t0 = time.monotonic()
+    attempts = lab.client(port, "--count", n, "--interval", 0.025, "--close-first", comm="cs-churn")
+    elapsed = time.monotonic() - t0
+    assert [a["errno"] for a in attempts] == [0] * n
+    pid, rate = attempts[0]["pid"], n / elapsed  # about 40 new connections a second
+    pooled.wait(30)
+
+    [diag] = summaries.wait_for(lambda r: r["type"] == "diagnosis" and r["pid"] == pid
+                                and r["kind"] == "connection_churn" and r["state"] == "raised", timeout=2 * WINDOW + 5)
+    assert (diag["daddr"], diag["dport"], diag["comm"]) == (lab.server_addr, port, "cs-churn")
+    assert "connection pool" in diag["hint"] and diag["evidence"]["short_lived_share"] == 1.0
+    # a window wholly inside the workload measures its rate
+    full = [r for r in _of(summaries, pid) if r["window_s"] >= WINDOW * 0.95]
+    busiest = max(full, key=lambda r: r["connects_ok"])
+    dest = busiest["top_destinations"][0]
+    assert (dest["daddr"], dest["dport"]) == (lab.server_addr, port)
+    assert abs(dest["new_connections_per_s"] - rate) <= 0.10 * rate, (dest["new_connections_per_s"], rate)
+    assert _total(summaries, pid, "connects_ok", n) == n
+    assert _total(summaries, pid, "active_closes", n) == n
+
+    pool_pid = pooled.pid
+    assert [r for r in summaries.records() if r["type"] == "diagnosis" and r["pid"] == pool_pid] == []
+    assert _total(summaries, pool_pid, "connects_ok", 1) == 1
+
+
+def test_failures_are_counted_per_process_and_errno_with_hints(summaries, netpair, peer_cmd):
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    refused_port, dropped_port, unreach_port = pick_port(), pick_port() + 10000, pick_port() + 20000
+    lab.nft_server(f"tcp dport {dropped_port} drop")
+    refused = lab.client(refused_port, "--count", 3, comm="cs-refused")
+    timedout = lab.client(dropped_port, "--count", 2, "--syncnt", 1, "--timeout", 30, comm="cs-timeout")
+    unreach = lab.client(unreach_port, "--count", 2, addr=lab.unrouted, comm="cs-unreach")
+    expected = {
+        refused[0]["pid"]: ({"ECONNREFUSED": 3}, "connect_refused", "nothing listens on that port"),
+        timedout[0]["pid"]: ({"ETIMEDOUT": 2}, "connect_timeout", "silently dropped"),
+        unreach[0]["pid"]: ({"ENETUNREACH": 2}, "unreachable", "routing or ICMP unreachable"),
+    }
+    for pid, (failures, kind, hint) in expected.items():
+        [diag] = summaries.wait_for(lambda r: r["type"] == "diagnosis" and r["pid"] == pid and r["state"] == "raised",
+                                    timeout=2 * WINDOW + 5)
+        assert diag["kind"] == kind and hint in diag["hint"]
+        assert _total(summaries, pid, "failures", failures) == failures
+        assert _total(summaries, pid, "connects_failed", sum(failures.values())) == sum(failures.values())
+        assert sum(r["connects_ok"] for r in _of(summaries, pid)) == 0
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (scripts/setup.sh installs it)")
+def test_top_in_a_terminal_shows_the_churning_process_first(netpair, peer_cmd):
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close")
+    session = f"cstop{port}"
+    cmd = " ".join(connscope_argv("top", "--interval", "1", "--duration", "20"))
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "40", "-c", str(REPO), cmd],
+                   check=True)
+    try:
+        time.sleep(3)  # compile and attach
+        slow = lab.pair.popen(lab.pair.client_ns, peer_cmd("client", "--addr", lab.server_addr, "--port", port,
+                                                           "--comm", "cs-slow", "--count", 12, "--interval", 0.5,
+                                                           "--close-first"))
+        lab.client(port, "--count", 150, "--interval", 0.02, "--close-first", comm="cs-churn")
+        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                                check=True).stdout
+        slow.wait(30)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    lines = [l for l in screen.splitlines() if l.strip()]
+    assert lines[0].startswith("connscope top") and "sorted by churn" in lines[0], screen
+    assert lines[1].split()[:4] == ["PID", "COMM", "CONN/s", "ACC/s"], screen
+    assert lines[2].split()[1] == "cs-churn", screen
+    assert "cs-slow" in screen
+
+
+def _quantile(sorted_vals, q):
+    """The value of rank ceil(q * n), the rank DDSketch estimates."""
+    import math
+
+    return sorted_vals[max(0, math.ceil(q * len(sorted_vals)) - 1)]
+
+
+def test_connect_latency_percentiles_match_the_client_under_syn_loss(summaries, netpair, peer_cmd):
+    """About 30% of SYNs are dropped, so those handshakes stall ~1 s in SYN
+    retries: the distribution has a fast and a slow mode. The agent's
+    sketches, merged across windows with the library, must give the
+    percentiles the client measured around connect()."""
+    from agent.aggregate import sketch
+
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close")
+    lab.nft_server(f"tcp dport {port} tcp flags & (syn | ack) == syn numgen random mod 100 < 30 drop")
+    n = 40
+    attempts = lab.client(port, "--count", n, "--close-first", "--timeout", 30, comm="cs-lat")
+    assert [a["errno"] for a in attempts] == [0] * n
+    pid = attempts[0]["pid"]
+    assert _total(summaries, pid, "connects_ok", n) == n
+    merged = sketch.new()
+    for r in _of(summaries, pid):
+        merged.merge(sketch.from_json(r["connect_latency_sketch"]))
+    assert merged.count == n
+    client = sorted(a["latency_us"] for a in attempts)
+    stalled = sum(1 for a in attempts if a["latency_us"] > 500_000)
+    assert 0 < stalled < n, "the drop rule should stall some handshakes and not all"
+    # The client's clock runs around the syscall in Python; the kernel's from
+    # connect() entry to ESTABLISHED. Tolerance: the sketch's 1% plus 2 ms.
+    for q in (0.5, 0.9, 0.99):
+        want, got = _quantile(client, q), merged.get_quantile_value(q)
+        assert abs(got - want) <= 0.01 * want + 2000, (q, got, want, client)
+    assert sum(r["syn_stalled_connects"] for r in _of(summaries, pid)) == stalled
