@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
-CGROUP2_MOUNTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")  # hybrid first, then unified
 
 
 def read(path: str) -> str | None:
+    """A /proc file as text; process-controlled bytes (comm, argv) may be any
+    bytes, so undecodable ones become U+FFFD rather than an exception."""
     try:
-        with open(path) as f:
+        with open(path, errors="replace") as f:
             return f.read()
     except OSError:
         return None
@@ -20,11 +21,16 @@ def cgroup_id(pid: int) -> int:
     what bpf_get_current_cgroup_id() returns. 0 when unknown."""
     text = read(f"/proc/{pid}/cgroup") or ""
     path = next((line.split(":", 2)[2].strip() for line in text.splitlines() if line.startswith("0::")), None)
-    if path is None:
+    from .enrich.cgroups import find_cgroup2
+
+    found = find_cgroup2()
+    if path is None or found is None:
         return 0
-    for mount in CGROUP2_MOUNTS:
-        try:
-            return os.stat(mount + path).st_ino
-        except OSError:
-            continue
-    return 0
+    mount, subtree = found  # the mount may show only a subtree of the hierarchy
+    subtree = subtree.rstrip("/")
+    if subtree and not path.startswith(subtree + "/") and path != subtree:
+        return 0
+    try:
+        return os.stat(mount + path[len(subtree):]).st_ino
+    except OSError:
+        return 0

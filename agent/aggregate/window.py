@@ -48,6 +48,7 @@ class ProcStats(DestStats):
     syn_stalled: int = 0  # successful connects that needed SYN retransmits
     latency_max_us: int = 0
     dests: dict = field(default_factory=dict)
+    names: dict = field(default_factory=dict)  # enrichment, taken while the process is alive
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,15 @@ class Thresholds:
 class WindowAggregator:
     """Accumulates one window; `close(end_ns)` returns its summaries and starts the next."""
 
-    def __init__(self, window_s: float, start_ns: int, thresholds: Thresholds | None = None, top_n: int = 5):
+    def __init__(self, window_s: float, start_ns: int, thresholds: Thresholds | None = None, top_n: int = 5,
+                 enrich=None):
         self.window_ns = int(window_s * 1e9)
         self.start_ns = start_ns
         self.thresholds = thresholds or Thresholds()
         self.top_n = top_n
         self.procs: dict[tuple[int, str, int], ProcStats] = {}
         self.kernel_lost = 0
+        self.enrich = enrich  # (pid, cgroup_id) -> names; called when a process first shows up
 
     def due(self, now_ns: int) -> bool:
         return now_ns - self.start_ns >= self.window_ns
@@ -75,6 +78,8 @@ class WindowAggregator:
         p = self.procs.get(key)
         if p is None:
             p = self.procs[key] = ProcStats()
+            if self.enrich is not None:
+                p.names = self.enrich(ev.pid, ev.cgroup_id)
         if ev.direction == L.DIR_INBOUND:
             dkey = ("*", ev.sport, "inbound")
         else:

@@ -8,6 +8,7 @@ import click
 
 from ..aggregate.diagnose import Diagnoser
 from ..aggregate.window import WindowAggregator
+from ..enrich import Enricher
 from ..filters import EventFilter
 from ..sinks.jsonlines import JsonLinesSink
 from ..sinks.table import TableSink
@@ -39,7 +40,7 @@ def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, du
     flt = EventFilter.build(pids, comms, ports, ipv4, ipv6, failures)
     table = not as_json and sys.stdout.isatty()
     sink = TableSink() if table else JsonLinesSink()
-    agg = WindowAggregator(window, time.monotonic_ns()) if summary else None
+    agg = WindowAggregator(window, time.monotonic_ns(), enrich=Enricher().fields) if summary else None
     run_session(tracer_kw, sink, duration,
                 start_extra={"filters": {"pids": sorted(pids), "comms": sorted(comms), "ports": sorted(ports),
                                          "ipv4": ipv4, "ipv6": ipv6, "failures": failures},

@@ -12,13 +12,15 @@ def _window(builder: RecordBuilder, w: WindowResult) -> dict:
 
 
 def summary_records(builder: RecordBuilder, w: WindowResult) -> list[dict]:
-    """One `summary` per process active in the window, busiest first."""
+    """One `summary` per process active in the window, busiest first, with the
+    names the aggregator took when the process showed up (unit, cmdline...)."""
     out = []
     ts = builder.clock.rfc3339(w.end_ns)
     procs = sorted(w.procs.items(), key=lambda kv: -kv[1].new_connections)
     for (pid, comm, cgroup_id), p in procs:
         rec = builder.base("summary", ts, pid, comm, cgroup_id, "aggregate")
         rec.update(_window(builder, w))
+        rec.update(p.names)
         rec.update(w.summary_fields(p))
         out.append(rec)
     return out
@@ -29,6 +31,9 @@ def diagnosis_record(builder: RecordBuilder, w: WindowResult, f: Finding) -> dic
     daddr, dport, direction = f.dest
     rec = builder.base("diagnosis", builder.clock.rfc3339(w.end_ns), pid, comm, cgroup_id, "aggregate")
     rec.update(_window(builder, w))
+    proc = w.procs.get(f.proc)
+    if proc is not None:
+        rec.update(proc.names)
     rec.update(kind=f.kind, severity=f.severity, state=f.state, daddr=daddr, dport=dport, direction=direction,
                evidence=f.evidence, hint=f.hint)
     return rec

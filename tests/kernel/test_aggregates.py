@@ -129,10 +129,9 @@ def test_top_in_a_terminal_shows_the_churning_process_first(netpair, peer_cmd):
 
 
 def _quantile(sorted_vals, q):
-    """The value of rank ceil(q * n), the rank DDSketch estimates."""
-    import math
-
-    return sorted_vals[max(0, math.ceil(q * len(sorted_vals)) - 1)]
+    """The value DDSketch estimates for q: rank q * (n - 1), rounded down
+    (so p99 of 40 values is the 39th, not the largest)."""
+    return sorted_vals[int(q * (len(sorted_vals) - 1))]
 
 
 def test_connect_latency_percentiles_match_the_client_under_syn_loss(summaries, netpair, peer_cmd):
@@ -164,3 +163,48 @@ def test_connect_latency_percentiles_match_the_client_under_syn_loss(summaries, 
         want, got = _quantile(client, q), merged.get_quantile_value(q)
         assert abs(got - want) <= 0.01 * want + 2000, (q, got, want, client)
     assert sum(r["syn_stalled_connects"] for r in _of(summaries, pid)) == stalled
+
+
+def test_summaries_name_the_unit_cgroup_and_command_line(summaries, netpair, peer_cmd):
+    import os
+    import secrets
+
+    from agent.enrich import find_cgroup2
+
+    found = find_cgroup2()
+    if found is None:
+        pytest.skip("no cgroup2 mount in /proc/self/mountinfo")
+    mount = found[0]
+    tag = secrets.token_hex(3)
+    slice_dir = os.path.join(mount, f"cstest-{tag}.slice")
+    unit_dir = os.path.join(slice_dir, f"cstest-{tag}.service")
+    os.makedirs(unit_dir)
+    try:
+        lab = Lab(netpair, peer_cmd, "ipv4")
+        port = pick_port()
+        lab.server(port, "close")
+        argv = ["ip", "netns", "exec", lab.pair.client_ns, *peer_cmd(
+            "client", "--addr", lab.server_addr, "--port", port, "--comm", "cs-unit", "--count", 3, "--close-first")]
+        # the shell joins the cgroup, then becomes the client (same pid)
+        script = f'echo $$ > {unit_dir}/cgroup.procs && exec "$@"'
+        cp = subprocess.run(["sh", "-c", script, "sh", *map(str, argv)], capture_output=True, text=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        pid = [__import__("json").loads(l) for l in cp.stdout.splitlines()][0]["pid"]
+        assert _total(summaries, pid, "connects_ok", 3) == 3
+        rec = _of(summaries, pid)[0]
+        assert rec["cgroup_id"] == os.stat(unit_dir).st_ino
+        assert (rec["cgroup_path"], rec["unit"], rec["container_id"]) == (
+            f"/cstest-{tag}.slice/cstest-{tag}.service", f"cstest-{tag}.service", None)
+        assert rec["comm"] == "cs-unit"
+        # taken when its first record arrived, while the process was alive
+        assert "tools/peer.py client --addr" in rec["cmdline"] and rec["exe"].startswith("/usr/bin/python3")
+    finally:
+        for d in (unit_dir, slice_dir):
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
