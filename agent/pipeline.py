@@ -12,6 +12,7 @@ kernel's counters every second and reported as `lost`, stage "kernel".
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -33,6 +34,12 @@ KERNEL_LOSSES = {
     "lost_state_map_full": "state_map_full",
     "malformed": "malformed",
 }
+
+
+def _comm(pid: int) -> str:
+    from .procfs import read
+
+    return (read(f"/proc/{pid}/comm") or "").strip()
 
 
 class Emitter:
@@ -80,6 +87,7 @@ class Pipeline:
         self.diagnoser = diagnoser
         self.connections = connections  # per-connection records, or only aggregates
         self.port_usage = port_usage  # WindowResult -> {(proc, dest): usage}, for port_exhaustion_risk
+        self._last_proc_counts: dict = {}
         self.stop = threading.Event()
         self.sink_closed = False
 
@@ -119,8 +127,24 @@ class Pipeline:
                 rec["program"] = prog
                 self._q.put(rec)
 
+    def _kernel_counts_delta(self) -> dict:
+        counts = self.tracer.proc_counts()
+        last = self._last_proc_counts
+        delta = {k: v - last.get(k, 0) for k, v in counts.items() if v != last.get(k, 0)}
+        # forget processes that are gone and whose counts stopped moving
+        moved = {k[0] for k in delta}
+        gone = {k[0] for k in counts if k[0] not in moved and not os.path.exists(f"/proc/{k[0]}")}
+        if gone:
+            self.tracer.forget_proc_counts(gone)
+            counts = {k: v for k, v in counts.items() if k[0] not in gone}
+        self._last_proc_counts = counts
+        return delta
+
     def _close_window(self, now_ns: int) -> None:
+        delta = self._kernel_counts_delta()
         result = self.aggregator.close(now_ns)
+        if self.filter.empty:  # the kernel's counts know no filters
+            result.apply_counts(delta, comm_of=_comm)
         for rec in summary_records(self.builder, result):
             self._q.put(rec)
         if self.diagnoser is not None:

@@ -46,6 +46,7 @@
 #define CNT_LOST_STATE_MAP 2 /* sockets not tracked: state map update failed */
 #define CNT_ERRNO_UNMATCHED 3 /* error reports that matched no tracked socket */
 #define CNT_LISTENER_MAP 4   /* listeners not tracked: map update failed */
+#define CNT_PROC_COUNTS 5    /* per-process counts not kept: map full */
 #define CNT_MAX 8
 
 /* struct conn_record is both the per-socket state (map value keyed by the
@@ -78,6 +79,22 @@ struct conn_record {
 	__u8 flags;           /* F_* */
 	__u8 _pad1[3];
 	char comm[16];
+};
+
+/* Per-process counts, kept in the kernel so that window summaries stay
+ * exact when records are lost in the buffer. Cumulative; user space
+ * takes deltas. */
+#define PC_CONNECT_OK 1
+#define PC_CONNECT_FAILED 2 /* err = errno, 0 for an abandoned connect */
+#define PC_ACCEPT 3
+#define PC_CLOSE 4
+#define PC_ACTIVE_CLOSE 5  /* a close that left TIME_WAIT here */
+
+struct proc_count_key {
+	__u32 pid;
+	__u16 err;
+	__u8 kind; /* PC_* */
+	__u8 _pad0;
 };
 
 /* Listening sockets: who owns the port. Address is zero for a wildcard. */

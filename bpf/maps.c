@@ -102,6 +102,10 @@ BPF_TABLE("lru_hash", struct tuple_key, u32, synacks, MAX_CALLS);
 /* Never written: the zeroed template new states are copied from. */
 BPF_ARRAY(zero_record, struct conn_record, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+#ifndef MAX_PROC_COUNTS
+#define MAX_PROC_COUNTS 65536
+#endif
+BPF_HASH(proc_counts, struct proc_count_key, u64, MAX_PROC_COUNTS);
 
 #if USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -116,8 +120,37 @@ static __always_inline void count(u32 idx)
 		*c += 1; /* per-CPU: no atomics needed */
 }
 
+static __always_inline void proc_count(u32 pid, u8 kind, u16 err)
+{
+	struct proc_count_key k = {.pid = pid, .err = err, .kind = kind};
+	u64 one = 1;
+	u64 *n = proc_counts.lookup(&k);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else if (proc_counts.update(&k, &one) != 0)
+		count(CNT_PROC_COUNTS);
+}
+
+/* Counted before the buffer is tried: a record the buffer drops still counts. */
+static __always_inline void count_record(struct conn_record *rec, u8 type)
+{
+	if (type == EV_CONNECT) {
+		if (rec->err || (rec->flags & F_ABORTED))
+			proc_count(rec->pid, PC_CONNECT_FAILED, (u16)rec->err);
+		else
+			proc_count(rec->pid, PC_CONNECT_OK, 0);
+	} else if (type == EV_ACCEPT) {
+		proc_count(rec->pid, PC_ACCEPT, 0);
+	} else {
+		proc_count(rec->pid, PC_CLOSE, 0);
+		if ((rec->flags & F_TIME_WAIT) && !rec->err)
+			proc_count(rec->pid, PC_ACTIVE_CLOSE, 0);
+	}
+}
+
 static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 {
+	count_record(rec, type);
 	rec->type = type;
 	rec->ts_ns = bpf_ktime_get_ns();
 #if USE_RINGBUF

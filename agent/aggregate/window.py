@@ -49,6 +49,7 @@ class ProcStats(DestStats):
     latency_max_us: int = 0
     dests: dict = field(default_factory=dict)
     names: dict = field(default_factory=dict)  # enrichment, taken while the process is alive
+    counts_from_kernel: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,42 @@ class WindowResult:
     thresholds: Thresholds
     top_n: int
 
+    def apply_counts(self, delta: dict[tuple[int, int, int], int], comm_of=None) -> None:
+        """Sets each process's counts from the kernel's per-process counters
+        (pid, kind, err) -> n for this window, which a full buffer cannot
+        make drift. Per-destination counts and distributions stay as the
+        records gave them. A process whose records were all lost gets a row.
+
+        A record still in the buffer when the window closes is counted in the
+        kernel for this window and by its record in the next, so windows can
+        differ by a few; totals over windows are exact.
+        """
+        by_pid: dict[int, dict] = {}
+        for (pid, kind, err), n in delta.items():
+            if n:
+                by_pid.setdefault(pid, {})[(kind, err)] = n
+        for pid, counts in by_pid.items():
+            keys = [k for k in self.procs if k[0] == pid]
+            if keys:
+                key = max(keys, key=lambda k: self.procs[k].new_connections)
+            else:
+                key = (pid, comm_of(pid) if comm_of else "", 0)
+                self.procs[key] = ProcStats()
+            p = self.procs[key]
+            p.connects_ok = counts.get((L.PC_CONNECT_OK, 0), 0)
+            p.failures = Counter({error_name(err) if err else "ABORTED": n for (kind, err), n in counts.items()
+                                  if kind == L.PC_CONNECT_FAILED})
+            p.connects_failed = sum(p.failures.values())
+            p.accepts = counts.get((L.PC_ACCEPT, 0), 0)
+            p.closes = counts.get((L.PC_CLOSE, 0), 0)
+            p.active_closes = counts.get((L.PC_ACTIVE_CLOSE, 0), 0)
+            p.counts_from_kernel = True
+        for key in [k for k in self.procs if k[0] not in by_pid]:
+            p = self.procs[key]  # no counts at all: its records arrived, but counted in the last window
+            p.connects_ok = p.connects_failed = p.accepts = p.closes = p.active_closes = 0
+            p.failures = Counter()
+            p.counts_from_kernel = True
+
     @property
     def seconds(self) -> float:
         return max(1e-9, (self.end_ns - self.start_ns) / 1e9)
@@ -177,4 +214,5 @@ class WindowResult:
             "lifetime_sketch": sketch.to_json(p.lifetime),
             "top_destinations": [self.dest_fields(k, d) for k, d in dests[: self.top_n]],
             "kernel_lost": self.kernel_lost,
+            "counts_from": "kernel" if p.counts_from_kernel else "records",
         }

@@ -32,3 +32,18 @@ def finalize(state: ConnEvent, now_ns: int) -> ConnEvent:
     else:
         ev.type = L.EV_CLOSE
     return ev
+
+
+def count_keys(ev: ConnEvent) -> list[tuple[int, int, int]]:
+    """The per-process count keys (pid, kind, err) of a record: the twin of
+    count_record() in bpf/maps.c, for records emitted from user space."""
+    if ev.type == L.EV_CONNECT:
+        if ev.err or ev.flags & L.F_ABORTED:
+            return [(ev.pid, L.PC_CONNECT_FAILED, ev.err & 0xFFFF)]
+        return [(ev.pid, L.PC_CONNECT_OK, 0)]
+    if ev.type == L.EV_ACCEPT:
+        return [(ev.pid, L.PC_ACCEPT, 0)]
+    keys = [(ev.pid, L.PC_CLOSE, 0)]
+    if ev.flags & L.F_TIME_WAIT and not ev.err:
+        keys.append((ev.pid, L.PC_ACTIVE_CLOSE, 0))
+    return keys

@@ -25,7 +25,9 @@ F_CLOSING = 0x20
 F_INCOMPLETE = 0x40
 
 CNT_EMITTED, CNT_LOST_RINGBUF, CNT_LOST_STATE_MAP = 0, 1, 2
-CNT_ERRNO_UNMATCHED, CNT_LISTENER_MAP, CNT_MAX = 3, 4, 8
+CNT_ERRNO_UNMATCHED, CNT_LISTENER_MAP, CNT_PROC_COUNTS, CNT_MAX = 3, 4, 5, 8
+
+PC_CONNECT_OK, PC_CONNECT_FAILED, PC_ACCEPT, PC_CLOSE, PC_ACTIVE_CLOSE = 1, 2, 3, 4, 5
 
 
 class ConnRecord(C.Structure):
@@ -57,6 +59,15 @@ class ConnRecord(C.Structure):
         ("flags", C.c_uint8),
         ("_pad1", C.c_uint8 * 3),
         ("comm", C.c_char * 16),
+    ]
+
+
+class ProcCountKey(C.Structure):
+    _fields_ = [
+        ("pid", C.c_uint32),
+        ("err", C.c_uint16),
+        ("kind", C.c_uint8),
+        ("_pad0", C.c_uint8),
     ]
 
 

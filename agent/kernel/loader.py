@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..decode import layout
 from ..decode.events import ConnEvent, MalformedRecord, decode, decode_state
-from ..decode.finalize import finalize
+from ..decode.finalize import count_keys, finalize
 from ..errors import ConnscopeError, KernelFeatureError, PrivilegeError
 from . import features, privileges
 from .hooks import HOOKS, SOURCES, Hook, Method
@@ -131,6 +131,7 @@ class Tracer:
             st = self.statuses[name]
             st.tried += [(m.name, f"skipped: --force {name}={method}") for m in st.hook.methods if m.name != method]
         self.pending: list[ConnEvent] = []
+        self.user_counts: dict[tuple[int, int, int], int] = {}  # count keys of reaped records
         self.malformed = 0
         self.perf_lost = 0
         self.bpf = self._load()
@@ -260,8 +261,31 @@ class Tracer:
                 del socks[key]
             except KeyError:  # the kernel resolved it meanwhile
                 continue
-            out.append(finalize(decode_state(raw), now))
+            ev = finalize(decode_state(raw), now)
+            for k in count_keys(ev):
+                self.user_counts[k] = self.user_counts.get(k, 0) + 1
+            out.append(ev)
         return out
+
+    def proc_counts(self) -> dict[tuple[int, int, int], int]:
+        """Cumulative per-process counts (pid, kind, err) -> n: kept by the
+        kernel before its buffer can drop a record, plus reaped records."""
+        out = dict(self.user_counts)
+        for k, v in self.bpf["proc_counts"].items():
+            key = (k.pid, k.kind, k.err)
+            out[key] = out.get(key, 0) + v.value
+        return out
+
+    def forget_proc_counts(self, pids: set[int]) -> None:
+        """Drops the counts of processes that are gone and done."""
+        table = self.bpf["proc_counts"]
+        for k in list(table.keys()):
+            if k.pid in pids:
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
+        self.user_counts = {k: v for k, v in self.user_counts.items() if k[0] not in pids}
 
     def hook_choices(self) -> dict[str, dict]:
         return {name: st.as_dict() for name, st in self.statuses.items()}

@@ -22,13 +22,15 @@ def compiled():
 BPF_ARRAY(rec, struct conn_record, 1);
 BPF_ARRAY(lkey, struct listener_key, 1);
 BPF_ARRAY(lowner, struct listener_owner, 1);
+BPF_ARRAY(pckey, struct proc_count_key, 1);
 """
     b = BPF(text=text.encode(), cflags=[f"-I{bpf_dir()}"])
-    yield {name: b[name.encode()].Leaf for name in ("rec", "lkey", "lowner")}
+    yield {name: b[name.encode()].Leaf for name in ("rec", "lkey", "lowner", "pckey")}
     b.cleanup()
 
 
-@pytest.mark.parametrize("table,mirror", [("rec", L.ConnRecord), ("lkey", L.ListenerKey), ("lowner", L.ListenerOwner)])
+@pytest.mark.parametrize("table,mirror", [("rec", L.ConnRecord), ("lkey", L.ListenerKey), ("lowner", L.ListenerOwner),
+                                           ("pckey", L.ProcCountKey)])
 def test_mirror_matches_compiled_layout(compiled, table, mirror):
     leaf = compiled[table]
     assert ctypes.sizeof(leaf) == ctypes.sizeof(mirror)
