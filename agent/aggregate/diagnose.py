@@ -148,6 +148,7 @@ class Diagnoser:
         rate = (d.connects_ok + d.connects_failed) / secs
         left = max(0, usage["usable"] - usage["used"])
         evidence = {"used_ports": usage["used"], "usable_ports": usage["usable"], "time_wait": usage["time_wait"],
+                    "time_wait_left_by_process": usage.get("time_wait_left_by_process"),
                     "used_share": round(share, 4), "new_connections_per_s": round(rate, 3),
                     "seconds_to_exhaustion": round(left / rate, 1) if rate > 0 else None}
         return Finding("port_exhaustion_risk", "warning", "raised", proc, dest, evidence, PORT_RISK_HINT)

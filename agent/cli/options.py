@@ -6,6 +6,11 @@ import functools
 
 import click
 
+import dataclasses
+from types import SimpleNamespace
+
+from ..aggregate.diagnose import DiagnosisThresholds
+from ..aggregate.window import Thresholds
 from ..kernel.hooks import HOOKS
 from ..kernel.loader import LoadOptions
 
@@ -40,3 +45,24 @@ def load_options(force: dict[str, str], strict: bool, buffer_pages: int) -> Load
     if buffer_pages & (buffer_pages - 1):
         raise click.BadParameter(f"{buffer_pages} is not a power of two", param_hint="--buffer-pages")
     return LoadOptions(ringbuf_pages=buffer_pages, force=force, strict=strict)
+
+
+def parse_thresholds(_ctx, _param, values) -> SimpleNamespace:
+    """NAME=VALUE pairs into the window and diagnosis thresholds."""
+    diag = {f.name: f.type for f in dataclasses.fields(DiagnosisThresholds)}
+    win = {f.name: f.type for f in dataclasses.fields(Thresholds)}
+    d_over, w_over = {}, {}
+    for v in values:
+        name, sep, raw = v.partition("=")
+        kind = diag.get(name) or win.get(name)
+        if not sep or kind is None:
+            raise click.BadParameter(f"{v!r} is not NAME=VALUE with NAME among: {', '.join(sorted(diag | win))}")
+        try:
+            value = (float if kind in (float, "float") else int)(raw)
+        except ValueError:
+            raise click.BadParameter(f"{name} takes a number, not {raw!r}") from None
+        if value < 0:
+            raise click.BadParameter(f"{name} cannot be negative ({raw})")
+        (d_over if name in diag else w_over)[name] = value
+    return SimpleNamespace(diagnosis=DiagnosisThresholds(**d_over),
+                           short_lifetime_us=Thresholds(**w_over).short_lifetime_us)

@@ -7,12 +7,13 @@ import sys
 import click
 
 from ..aggregate.diagnose import Diagnoser
-from ..aggregate.window import WindowAggregator
+from ..aggregate.ports import PortUsage
+from ..aggregate.window import Thresholds, WindowAggregator
 from ..enrich import Enricher
 from ..filters import EventFilter
 from ..sinks.jsonlines import JsonLinesSink
 from ..sinks.table import TableSink
-from .options import tracer_options
+from .options import parse_thresholds, tracer_options
 from .session import run_session
 
 
@@ -28,10 +29,13 @@ from .session import run_session
 @click.option("--summary", is_flag=True, help="Per-process window summaries and diagnoses instead of connections.")
 @click.option("--window", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
               help="Summary window length.")
+@click.option("--threshold", "thresholds", multiple=True, callback=parse_thresholds, metavar="NAME=VALUE",
+              help="Override a diagnosis threshold (see README), e.g. churn_per_s=50 (repeatable).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Exit after this many seconds.")
 @tracer_options
-def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, duration, **tracer_kw) -> None:
+def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, thresholds, duration,
+          **tracer_kw) -> None:
     """Print one record per connection attempt, accepted connection and close."""
     import time
 
@@ -40,10 +44,19 @@ def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, du
     flt = EventFilter.build(pids, comms, ports, ipv4, ipv6, failures)
     table = not as_json and sys.stdout.isatty()
     sink = TableSink() if table else JsonLinesSink()
-    agg = WindowAggregator(window, time.monotonic_ns(), enrich=Enricher().fields) if summary else None
+    agg = usage = None
+    if summary:
+        enricher, usage = Enricher(), PortUsage()
+
+        def first_seen(pid: int, cgroup_id: int) -> dict:
+            usage.note(pid)  # its network namespace, while it is alive
+            return enricher.fields(pid, cgroup_id)
+
+        agg = WindowAggregator(window, time.monotonic_ns(), thresholds=Thresholds(thresholds.short_lifetime_us),
+                               enrich=first_seen)
     run_session(tracer_kw, sink, duration,
                 start_extra={"filters": {"pids": sorted(pids), "comms": sorted(comms), "ports": sorted(ports),
                                          "ipv4": ipv4, "ipv6": ipv6, "failures": failures},
                              "mode": "summary" if summary else "connections"},
-                event_filter=flt, aggregator=agg, diagnoser=Diagnoser() if summary else None,
-                connections=not summary)
+                event_filter=flt, aggregator=agg, diagnoser=Diagnoser(thresholds.diagnosis) if summary else None,
+                connections=not summary, port_usage=usage)

@@ -40,6 +40,9 @@ def assert_one_line_error(cp, code, *needles):
     (["trace", "--buffer-pages", "3"], ["--buffer-pages", "power of two"]),
     (["check", "--force-hook", "tcp_connect=carrier-pigeon"], ["--force-hook", "tcp_connect=fentry|kprobe|tracepoint"]),
     (["nonsense"], ["nonsense"]),
+    (["trace", "--summary", "--threshold", "churn=3"], ["--threshold", "churn_per_s", "short_lifetime_us"]),
+    (["trace", "--summary", "--threshold", "refused=many"], ["refused takes a number"]),
+    (["trace", "--summary", "--threshold", "timeouts=-1"], ["cannot be negative"]),
 ])
 def test_bad_flags_give_one_line_and_exit_2(args, needles):
     assert_one_line_error(run_cli(*args), 2, *needles)

@@ -208,3 +208,54 @@ def test_summaries_name_the_unit_cgroup_and_command_line(summaries, netpair, pee
                     break
                 except OSError:
                     time.sleep(0.1)
+
+
+def test_port_exhaustion_risk_before_eaddrnotavail_then_exhausted(summaries, netpair, peer_cmd):
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close")
+    lab.pair.sysctl(lab.pair.client_ns, "net.ipv4.ip_local_port_range", "40000 40009")
+    lab.pair.sysctl(lab.pair.client_ns, "net.ipv4.tcp_rfc1337", 1)  # no RST may free a TIME_WAIT port
+    attempts = lab.client(port, "--count", 13, "--interval", 0.45, "--close-first", comm="cs-exhaust")
+    assert [a["errno"] for a in attempts] == [0] * 10 + [99] * 3
+    pid = attempts[0]["pid"]
+
+    def diag(kind):
+        return summaries.wait_for(lambda r: r["type"] == "diagnosis" and r["pid"] == pid and r["kind"] == kind
+                                  and r["state"] == "raised", timeout=3 * WINDOW + 5)[0]
+
+    risk, exhausted = diag("port_exhaustion_risk"), diag("port_exhausted")
+    for d in (risk, exhausted):
+        assert (d["daddr"], d["dport"], d["comm"]) == (lab.server_addr, port, "cs-exhaust")
+    assert risk["evidence"]["usable_ports"] == 10 and risk["evidence"]["used_share"] >= 0.5
+    assert risk["evidence"]["time_wait_left_by_process"] == risk["evidence"]["time_wait"]
+    assert exhausted["evidence"]["failures"]["EADDRNOTAVAIL"] >= 1
+    # raised in a window that ended before the one holding the first EADDRNOTAVAIL
+    first_fail = min((r for r in _of(summaries, pid) if r["failures"].get("EADDRNOTAVAIL")),
+                     key=lambda r: r["window_end"])
+    assert risk["window_end"] < first_fail["window_end"] and risk["seq"] < exhausted["seq"]
+    assert "connection pool" in exhausted["hint"]
+
+
+def test_summary_counts_stay_exact_when_the_buffer_drops_records(netpair, peer_cmd):
+    """A one-page ring buffer (about 28 records) overflows under a burst:
+    records are lost, and reported lost, while the per-process counts in the
+    summaries, kept in the kernel, stay exact."""
+    n = 600
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    _, listening = lab.server(port, "close")
+    with AgentRun("--summary", "--window", "1", "--buffer-pages", "1") as run:
+        cp = lab.pair.run(lab.pair.client_ns, peer_cmd("burst", "--addr", lab.server_addr, "--port", port,
+                                                       "--count", n), timeout=120)
+        burst = [__import__("json").loads(l) for l in cp.stdout.splitlines()][-1]
+        assert burst["ok"] == n
+        client = burst["pid"]
+        assert _total(run, client, "connects_ok", n) == n
+        assert _total(run, client, "active_closes", n) == n
+        assert _total(run, listening["pid"], "accepts", n) == n
+        assert _total(run, listening["pid"], "closes", n) == n
+        recs = run.stop()
+    lost = sum(r["count"] for r in recs if r["type"] == "lost" and r["reason"] == "buffer_full")
+    assert lost > 0, "the one-page buffer should have overflowed"
+    assert all(r["counts_from"] == "kernel" for r in recs if r["type"] == "summary")

@@ -83,6 +83,11 @@ class Lab:
         self.procs.append(proc)
         with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
             f.write(str(proc.pid))
+        # Popen returns once exec closed its error pipe, a moment before the
+        # new program's argv is readable in /proc/PID/cmdline
+        deadline = time.monotonic() + 5
+        while not procfs.read(f"/proc/{proc.pid}/cmdline") and time.monotonic() < deadline:
+            time.sleep(0.01)
         return proc
 
     def close(self):
