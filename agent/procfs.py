@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 
@@ -21,9 +22,7 @@ def cgroup_id(pid: int) -> int:
     what bpf_get_current_cgroup_id() returns. 0 when unknown."""
     text = read(f"/proc/{pid}/cgroup") or ""
     path = next((line.split(":", 2)[2].strip() for line in text.splitlines() if line.startswith("0::")), None)
-    from .enrich.cgroups import find_cgroup2
-
-    found = find_cgroup2()
+    found = _cgroup2_mount()
     if path is None or found is None:
         return 0
     mount, subtree = found  # the mount may show only a subtree of the hierarchy
@@ -34,3 +33,10 @@ def cgroup_id(pid: int) -> int:
         return os.stat(mount + path[len(subtree):]).st_ino
     except OSError:
         return 0
+
+
+@functools.cache
+def _cgroup2_mount() -> tuple[str, str] | None:
+    from .enrich.cgroups import find_cgroup2  # mounts do not move under a running agent
+
+    return find_cgroup2()

@@ -75,6 +75,10 @@ class ProcessInfo:
         info = _lookup(pid)
         if start_time(pid) != start:  # gone or reused meanwhile: do not trust it
             return {"cmdline": None, "exe": None}
+        if info["cmdline"] is None:
+            # Empty for a moment during exec (the new mm's argument area is set
+            # after the old files are closed): answer, but ask again next time.
+            return dict(info)
         with self._lock:
             self._cache[key] = info
             if len(self._cache) > self._cache_size:
