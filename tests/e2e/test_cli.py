@@ -178,3 +178,25 @@ def test_trace_on_a_terminal_prints_a_table(netpair, peer_cmd):
     assert fields[4] == f"{lab.client_addr}:{c['sport']}" and fields[5] == f"{lab.server_addr}:{port}"
     assert fields[6] == "ok"
     assert any(" close " in l and "by local" in l for l in lines)
+
+
+@needs_root
+def test_top_without_a_terminal_prints_one_snapshot_per_interval(netpair, peer_cmd):
+    import time
+
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close", "cs-srv")
+    proc = subprocess.Popen(connscope_argv("top", "--interval", "1", "--duration", "7"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    time.sleep(2.5)
+    lab.client(port, "--count", 80, "--interval", 0.04, "--close-first", comm="cs-churn")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "\x1b[" not in out, "no screen control codes when stdout is not a terminal"
+    snapshots = [block.splitlines() for block in out.strip().split("\n\n") if block.startswith("connscope top")]
+    assert len(snapshots) >= 2, out
+    for snap in snapshots:
+        assert snap[1].split()[:4] == ["PID", "COMM", "CONN/s", "ACC/s"]
+    churn_rows = [s[2].split() for s in snapshots if any(" cs-churn " in l for l in s)]
+    assert churn_rows and all(row[1] == "cs-churn" for row in churn_rows)
