@@ -150,9 +150,20 @@ def test_connect_latency_percentiles_match_the_client_under_syn_loss(summaries, 
     assert [a["errno"] for a in attempts] == [0] * n
     pid = attempts[0]["pid"]
     assert _total(summaries, pid, "connects_ok", n) == n
-    merged = sketch.new()
-    for r in _of(summaries, pid):
-        merged.merge(sketch.from_json(r["connect_latency_sketch"]))
+
+    def merged_sketch():
+        m = sketch.new()
+        for r in _of(summaries, pid):
+            m.merge(sketch.from_json(r["connect_latency_sketch"]))
+        return m
+
+    # The kernel counts a record when it emits it; a record still in flight
+    # when a window closes lands in the next window's sketch: wait for it.
+    deadline = time.monotonic() + 3 * WINDOW + 5
+    merged = merged_sketch()
+    while merged.count < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+        merged = merged_sketch()
     assert merged.count == n
     client = sorted(a["latency_us"] for a in attempts)
     stalled = sum(1 for a in attempts if a["latency_us"] > 500_000)
@@ -251,11 +262,16 @@ def test_summary_counts_stay_exact_when_the_buffer_drops_records(netpair, peer_c
         burst = [__import__("json").loads(l) for l in cp.stdout.splitlines()][-1]
         assert burst["ok"] == n
         client = burst["pid"]
-        assert _total(run, client, "connects_ok", n) == n
-        assert _total(run, client, "active_closes", n) == n
-        assert _total(run, listening["pid"], "accepts", n) == n
-        assert _total(run, listening["pid"], "closes", n) == n
+        totals = [_total(run, client, "connects_ok", n), _total(run, client, "active_closes", n),
+                  _total(run, listening["pid"], "accepts", n), _total(run, listening["pid"], "closes", n)]
         recs = run.stop()
     lost = sum(r["count"] for r in recs if r["type"] == "lost" and r["reason"] == "buffer_full")
     assert lost > 0, "the one-page buffer should have overflowed"
+    # Buffer drops cannot make the counts drift. An event the kernel skipped
+    # (its per-CPU recursion guard) is a loss of its own, reported as such:
+    # each costs at most one count.
+    skipped = sum(r["count"] for r in recs if r["type"] == "lost" and r["reason"] == "recursion_miss")
+    assert all(n - skipped <= t <= n for t in totals), (totals, skipped)
+    if skipped == 0:
+        assert totals == [n] * 4
     assert all(r["counts_from"] == "kernel" for r in recs if r["type"] == "summary")
