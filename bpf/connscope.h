@@ -44,7 +44,6 @@
 #define CNT_EMITTED 0        /* records handed to the ring/perf buffer */
 #define CNT_LOST_RINGBUF 1   /* records dropped: buffer full */
 #define CNT_LOST_STATE_MAP 2 /* sockets not tracked: state map update failed */
-#define CNT_ERRNO_UNMATCHED 3 /* error reports that matched no tracked socket */
 #define CNT_LISTENER_MAP 4   /* listeners not tracked: map update failed */
 #define CNT_PROC_COUNTS 5    /* per-process counts not kept: map full */
 #define CNT_MAX 8

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..decode import layout
 from ..decode.events import ConnEvent, MalformedRecord, decode, decode_state
 from ..decode.finalize import count_keys, finalize
-from ..errors import ConnscopeError, KernelFeatureError, PrivilegeError
+from ..errors import ConnscopeError, KernelFeatureError
 from . import features, privileges
 from .hooks import HOOKS, SOURCES, Hook, Method
 
@@ -310,9 +310,4 @@ class Tracer:
             self.bpf = None
 
 
-def check_privileges() -> None:
-    """Raises PrivilegeError unless this process may load tracing programs."""
-    privileges.require_bpf()
-
-
-__all__ = ["Tracer", "LoadOptions", "HookStatus", "PrivilegeError", "bpf_dir", "choose"]
+__all__ = ["Tracer", "LoadOptions", "HookStatus", "bpf_dir", "choose"]
