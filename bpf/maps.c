@@ -102,6 +102,11 @@ BPF_TABLE("lru_hash", struct tuple_key, u32, synacks, MAX_CALLS);
 /* Never written: the zeroed template new states are copied from. */
 BPF_ARRAY(zero_record, struct conn_record, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+/* Per-process counts are kept only when something aggregates them
+ * (trace --summary, top): plain tracing pays no map update per record. */
+#ifndef PROC_COUNTS
+#define PROC_COUNTS 0
+#endif
 #ifndef MAX_PROC_COUNTS
 #define MAX_PROC_COUNTS 65536
 #endif
@@ -150,7 +155,9 @@ static __always_inline void count_record(struct conn_record *rec, u8 type)
 
 static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 {
+#if PROC_COUNTS
 	count_record(rec, type);
+#endif
 	rec->type = type;
 	rec->ts_ns = bpf_ktime_get_ns();
 #if USE_RINGBUF

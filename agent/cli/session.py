@@ -16,7 +16,9 @@ def run_session(tracer_kw: dict, sink, duration: float | None, start_extra: dict
     from ..kernel.loader import Tracer
     from ..pipeline import Pipeline
 
-    tracer = Tracer(load_options(**tracer_kw))
+    opts = load_options(**tracer_kw)
+    opts.proc_counts = pipeline_kw.get("aggregator") is not None  # summaries read them
+    tracer = Tracer(opts)
     try:
         seeded = tracer.seed_listeners(current_listeners())
         pipe = Pipeline(tracer, RecordBuilder(), sink, **pipeline_kw)

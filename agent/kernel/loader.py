@@ -69,6 +69,7 @@ class LoadOptions:
     force: dict[str, str] = field(default_factory=dict)  # hook name -> method name
     strict: bool = False
     max_socks: int = 65536
+    proc_counts: bool = False  # per-process counts in the kernel, for summaries
 
 
 def require_bcc() -> None:
@@ -141,7 +142,7 @@ class Tracer:
     # --- loading -------------------------------------------------------
     def _cflags(self) -> list[str]:
         flags = [f"-I{bpf_dir()}", f"-DRINGBUF_PAGES={int(self.opts.ringbuf_pages)}",
-                 f"-DMAX_SOCKS={int(self.opts.max_socks)}"]
+                 f"-DMAX_SOCKS={int(self.opts.max_socks)}", f"-DPROC_COUNTS={int(self.opts.proc_counts)}"]
         for st in self.statuses.values():
             defines = {k: 0 for m in st.hook.methods for k in m.cflags}
             if st.method:

@@ -74,3 +74,29 @@ def test_each_usable_method_traces_a_connection(hook_name, method):
         [rec] = run.wait_for(lambda r: r["type"] == "connect" and r["dport"] == port and r["result"] == "ok")
         assert rec["pid"] > 0 and rec["pid_source"] == "connect"
         run.stop()
+
+
+@pytest.mark.parametrize("proc_counts", [False, True])
+def test_per_process_counts_are_kept_only_when_asked(proc_counts):
+    """Plain tracing pays no per-record map update; summaries get exact counts."""
+    import os
+    import time
+
+    from agent.decode import layout as L
+    from agent.kernel.loader import LoadOptions, Tracer
+
+    tracer = Tracer(LoadOptions(proc_counts=proc_counts))
+    try:
+        port = _loopback_roundtrip()
+        deadline, seen = time.monotonic() + 10, []
+        while time.monotonic() < deadline and not any(e.type == L.EV_CONNECT and e.dport == port for e in seen):
+            seen += tracer.poll(100)
+        assert any(e.type == L.EV_CONNECT and e.dport == port and e.pid == os.getpid() for e in seen)
+        mine = {k: v for k, v in tracer.proc_counts().items() if k[0] == os.getpid()}
+        if proc_counts:
+            assert mine.get((os.getpid(), L.PC_CONNECT_OK, 0)) == 1
+            assert mine.get((os.getpid(), L.PC_ACCEPT, 0)) == 1
+        else:
+            assert tracer.proc_counts() == {}
+    finally:
+        tracer.close()
