@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import socket
+import uuid
 
 from ..decode import layout as L
 from ..decode.events import ConnEvent
@@ -51,8 +52,11 @@ def _us(end_ns: int, start_ns: int) -> int | None:
 class RecordBuilder:
     """Builds records for one agent: host name and clock are fixed."""
 
-    def __init__(self, host: str | None = None, clock: WallClock | None = None):
+    def __init__(self, host: str | None = None, clock: WallClock | None = None, run_id: str | None = None):
         self.host = host or socket.gethostname()
+        # Delivery to Kafka is at least once: (host, run_id, seq) names a
+        # record uniquely, so consumers can drop the duplicates of a retry.
+        self.run_id = run_id or uuid.uuid4().hex
         self.clock = clock or WallClock()
         self._comm_cache: dict[bytes, str] = {}
 
@@ -65,7 +69,7 @@ class RecordBuilder:
         return text
 
     def base(self, rtype: str, ts: str, pid: int, comm: str, cgroup_id: int, pid_source: str) -> dict:
-        return {"type": rtype, "ts": ts, "host": self.host, "seq": None, "pid": pid, "comm": comm,
+        return {"type": rtype, "ts": ts, "host": self.host, "run_id": self.run_id, "seq": None, "pid": pid, "comm": comm,
                 "cgroup_id": cgroup_id, "pid_source": pid_source}
 
     def from_event(self, ev: ConnEvent) -> dict:
