@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .aggregate.diagnose import Diagnoser
 from .aggregate.window import WindowAggregator
 from .decode.events import ConnEvent
-from .filters import EventFilter
+from .filters import EventFilter, is_failure
 from .records.aggregates import diagnosis_record, summary_records
 from .records.build import RecordBuilder
 from .sinks.base import Sink, SinkClosed
@@ -70,7 +70,8 @@ class Pipeline:
 
     def __init__(self, tracer, builder: RecordBuilder, sink: Sink, event_filter: EventFilter | None = None,
                  queue_max: int = 200_000, aggregator: WindowAggregator | None = None,
-                 diagnoser: Diagnoser | None = None, connections: bool = True, port_usage=None):
+                 diagnoser: Diagnoser | None = None, connections: bool = True, port_usage=None,
+                 failures_always: bool = False):
         self.tracer = tracer
         self.builder = builder
         self.emitter = Emitter(sink)
@@ -86,6 +87,13 @@ class Pipeline:
         self.aggregator = aggregator
         self.diagnoser = diagnoser
         self.connections = connections  # per-connection records, or only aggregates
+        self.failures_always = failures_always  # failures even when connections is off
+        # Overload sampling (agent/service/overload.py sets it): keep one in N
+        # per-connection records that are not failures; summaries stay exact
+        # because the aggregator sees every event before this.
+        self.keep_one_in = 1
+        self.sampled_out = 0
+        self._sample_tick = 0
         self.port_usage = port_usage  # WindowResult -> {(proc, dest): usage}, for port_exhaustion_risk
         self._last_proc_counts: dict = {}
         self.stop = threading.Event()
@@ -99,6 +107,12 @@ class Pipeline:
                 if match(ev):
                     add(ev)
         if not self.connections:
+            if not self.failures_always:
+                return
+            events = [ev for ev in events if is_failure(ev)]
+        elif self.keep_one_in > 1:
+            events = self._sample(events)
+        if not events:
             return
         with self._lock:
             if self._queued + len(events) > self.queue_max:
@@ -107,6 +121,24 @@ class Pipeline:
                 return
             self._queued += len(events)
         self._q.put(events)
+
+    def _sample(self, events: list[ConnEvent]) -> list[ConnEvent]:
+        n, tick, kept = self.keep_one_in, self._sample_tick, []
+        for ev in events:
+            if is_failure(ev):
+                kept.append(ev)
+                continue
+            tick += 1
+            if tick >= n:
+                tick = 0
+                kept.append(ev)
+        self._sample_tick = tick
+        self.sampled_out += len(events) - len(kept)
+        return kept
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queued
 
     def _check_kernel_losses(self) -> None:
         counters = self.tracer.counters()
@@ -199,8 +231,12 @@ class Pipeline:
             if match(ev):
                 emit(build(ev))
 
-    def run(self, duration: float | None = None, start_fields: dict | None = None) -> None:
-        """Emits the start record, streams until stop() or duration, then the stop record."""
+    def run(self, duration: float | None = None, start_fields: dict | None = None, tick=None) -> None:
+        """Emits the start record, streams until stop() or duration, then the stop record.
+
+        `tick(now)` runs on this (the writer's) thread at least every 0.2 s:
+        the service uses it for watchdog pings, status records and reloads.
+        """
         sink = self.emitter.sink
         self.emitter.emit(self.builder.agent_record("start", **(start_fields or {})))
         sink.flush()
@@ -215,6 +251,8 @@ class Pipeline:
                     if left <= 0:
                         self.stop.set()
                     timeout = max(0.0, min(timeout, left))
+                if tick is not None:
+                    tick(time.monotonic())
                 try:
                     item = self._q.get(timeout=timeout)
                 except queue.Empty:
