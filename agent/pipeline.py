@@ -61,6 +61,7 @@ class Emitter:
 class PipelineStats:
     queue_lost: int = 0
     kernel_lost: Counter = field(default_factory=Counter)
+    sink_lost: Counter = field(default_factory=Counter)  # reason -> records the sink dropped
 
 
 class Pipeline:
@@ -231,15 +232,33 @@ class Pipeline:
             if match(ev):
                 emit(build(ev))
 
+    def flush_sink(self) -> None:
+        """Flushes, then reports what the sink dropped as `lost` records (stage "sink").
+
+        A sink that can drop (Kafka with a full spool) has `take_losses()`;
+        it must accept these `lost` records even when it drops others, so
+        the report of a loss is itself delivered.
+        """
+        sink = self.emitter.sink
+        sink.flush()
+        take = getattr(sink, "take_losses", None)
+        if take is None:
+            return
+        losses = take()
+        for count, reason in losses:
+            self.stats.sink_lost[reason] += count
+            self.emitter.emit(self.builder.lost_record(count, "sink", reason))
+        if losses:
+            sink.flush()
+
     def run(self, duration: float | None = None, start_fields: dict | None = None, tick=None) -> None:
         """Emits the start record, streams until stop() or duration, then the stop record.
 
         `tick(now)` runs on this (the writer's) thread at least every 0.2 s:
         the service uses it for watchdog pings, status records and reloads.
         """
-        sink = self.emitter.sink
         self.emitter.emit(self.builder.agent_record("start", **(start_fields or {})))
-        sink.flush()
+        self.emitter.sink.flush()
         reader = threading.Thread(target=self._read, name="connscope-reader", daemon=True)
         reader.start()
         deadline = time.monotonic() + duration if duration else None
@@ -261,7 +280,7 @@ class Pipeline:
                     break
                 self._write(item)
                 if self._q.empty():
-                    sink.flush()
+                    self.flush_sink()
         except SinkClosed:
             self.sink_closed = True
             self.stop.set()
@@ -274,16 +293,19 @@ class Pipeline:
             item = self._q.get_nowait()
             if item is not None:
                 self._write(item)
-        self.emitter.emit(self.builder.agent_record("stop", **self.summary()))
         try:
-            sink.flush()
+            self.flush_sink()  # its losses belong in the stop record
+            self.emitter.emit(self.builder.agent_record("stop", **self.summary()))
+            self.flush_sink()
         except SinkClosed:
             self.sink_closed = True
 
     def summary(self) -> dict:
         return {
             "records": dict(self.emitter.by_type),
-            "lost": {"queue": self.stats.queue_lost, "kernel": dict(self.stats.kernel_lost)},
+            "lost": {"queue": self.stats.queue_lost, "kernel": dict(self.stats.kernel_lost),
+                     "sink": dict(self.stats.sink_lost)},
+            "sampled_out": self.sampled_out,
             "reaped": self.reaped,
             "recursion_misses": {k: v for k, v in self.tracer.recursion_misses().items() if v},
             "kernel_counters": self.tracer.counters(),
