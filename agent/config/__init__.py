@@ -1,0 +1,1 @@
+"""One typed configuration: TOML file, then CONNSCOPE_* environment, then flags."""

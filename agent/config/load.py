@@ -1,0 +1,144 @@
+"""Configuration from the TOML file, then `CONNSCOPE_*` variables, then flags.
+
+Everything is checked before the agent starts: an unknown table or key, a
+value of the wrong type or out of range, and an unreadable file each stop
+it with one line naming the key, the value and what is allowed (exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from typing import Mapping
+
+from ..errors import UsageError
+from .model import DEFAULT_PATH, SECTIONS, Config
+from .values import convert
+
+ENV_PREFIX = "CONNSCOPE_"
+ENV_CONFIG = "CONNSCOPE_CONFIG"  # the file's path, when not given by --config
+
+
+def section_fields(section: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section]())}
+
+
+def env_name(section: str, name: str) -> str:
+    return f"{ENV_PREFIX}{section}_{name}".upper()
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{k}" for s in SECTIONS for k in section_fields(s)]
+
+
+def read_file(path: str, explicit: bool) -> dict:
+    """The parsed TOML, {} when the default file is absent."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        if not explicit:
+            return {}
+        raise UsageError(f"configuration file {path} does not exist",
+                         f"create it (see etc/connscope.toml.example) or pass another --config") from None
+    except PermissionError:
+        raise UsageError(f"configuration file {path} is not readable by uid {os.getuid()}",
+                         "fix its permissions (the service reads it as its own user)") from None
+    except IsADirectoryError:
+        raise UsageError(f"configuration file {path} is a directory", "pass the path of a TOML file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"configuration file {path} is not valid TOML: {err}",
+                         "fix the syntax at that line") from None
+
+
+def _from_file(doc: dict, path: str) -> dict[str, tuple[object, str]]:
+    out = {}
+    for table, body in doc.items():
+        if table not in SECTIONS:
+            raise UsageError(f"{path}: unknown table [{table}]", f"tables are: {', '.join(SECTIONS)}")
+        if not isinstance(body, dict):
+            raise UsageError(f"{path}: {table} must be a table ([{table}])", f"write [{table}] and its keys below it")
+        fields = section_fields(table)
+        for name, value in body.items():
+            if name not in fields:
+                raise UsageError(f"{path}: unknown key {table}.{name}",
+                                 f"keys in [{table}] are: {', '.join(fields)}")
+            out[f"{table}.{name}"] = (value, path)
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, tuple[object, str]]:
+    names = {env_name(s, k): f"{s}.{k}" for s in SECTIONS for k in section_fields(s)}
+    out = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+            continue
+        if var not in names:
+            raise UsageError(f"unknown environment variable {var}",
+                             f"unset it, or use CONNSCOPE_<TABLE>_<KEY> such as {env_name('agent', 'output')}")
+        out[names[var]] = (value, f"environment {var}")
+    return out
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None,
+         flags: Mapping[str, tuple[object, str]] | None = None) -> Config:
+    """The configuration. `flags` maps "section.key" to (value, "--flag-name")."""
+    env = os.environ if env is None else env
+    explicit = path is not None or ENV_CONFIG in env
+    path = path or env.get(ENV_CONFIG) or DEFAULT_PATH
+    values = _from_file(read_file(path, explicit), path)
+    values.update(_from_env(env))
+    values.update(flags or {})
+    sections, source = {}, {}
+    for table, factory in SECTIONS.items():
+        cls = factory()
+        kw = {}
+        for name, f in section_fields(table).items():
+            full = f"{table}.{name}"
+            if full in values:
+                raw, origin = values[full]
+                kw[name] = convert(full, f, cls, raw, origin)
+                source[full] = origin
+        sections[table] = cls(**kw)
+    cfg = Config(**sections, source=source)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks that span one key's type: powers of two, name lengths, the sink's own settings."""
+    pages = cfg.agent.buffer_pages
+    if pages & (pages - 1):
+        raise UsageError(f"agent.buffer_pages = {pages} is not a power of two",
+                         f"use {1 << (pages.bit_length() - 1)} or {1 << pages.bit_length()}")
+    for comm in cfg.filters.comms:
+        if len(comm.encode()) > 15:
+            raise UsageError(f"filters.comms: {comm!r} is longer than 15 bytes",
+                             "use the name as the kernel truncates it (see /proc/PID/comm)")
+    for port in cfg.filters.ports:
+        if not 1 <= port <= 65535:
+            raise UsageError(f"filters.ports: {port} is not a port", "use 1-65535")
+    from ..kernel.hooks import HOOKS
+    methods = {h.name: [m.name for m in h.methods] for h in HOOKS}
+    for pair in cfg.agent.force_hooks:
+        hook, sep, method = pair.partition("=")
+        if not sep or method not in methods.get(hook, ()):
+            choices = "; ".join(f"{h}={'|'.join(ms)}" for h, ms in methods.items() if len(ms) > 1)
+            raise UsageError(f"agent.force_hooks: {pair!r} is not HOOK=METHOD", f"use one of {choices}")
+    if cfg.agent.prometheus:
+        from ..metrics.prometheus import parse_listen
+        parse_listen(cfg.agent.prometheus, "agent.prometheus")
+    if cfg.agent.output == "kafka":
+        cfg.kafka.validate()
+
+
+def restart_keys(old: Config, new: Config) -> list[str]:
+    """Keys whose change a reload cannot apply (they need a restart)."""
+    out = []
+    for table in SECTIONS:
+        for name, f in section_fields(table).items():
+            if f.metadata.get("reload") == "restart" and \
+                    getattr(getattr(old, table), name) != getattr(getattr(new, table), name):
+                out.append(f"{table}.{name}")
+    return out

@@ -1,0 +1,120 @@
+"""The typed configuration: one dataclass per TOML table.
+
+Each field is one key. Its metadata carries the help text and, where the
+values are a closed set, `choices`; `minimum` bounds numbers. The loader
+(agent/config/load.py) fills these from the file, then `CONNSCOPE_*`
+environment variables, then flags, and nothing else reads configuration.
+
+`reload` says what SIGHUP can change without reloading the BPF programs:
+"live" keys apply at once; "restart" keys are reported as needing one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..aggregate.diagnose import DiagnosisThresholds
+from ..aggregate.window import Thresholds
+
+DEFAULT_PATH = "/etc/connscope/connscope.toml"
+
+
+def key(help: str, *, choices: tuple = (), minimum: float | None = None, reload: str = "live", **kw):
+    """A configuration key: a dataclass field with its documentation."""
+    meta = {"help": help, "choices": choices, "minimum": minimum, "reload": reload}
+    if "default_factory" in kw:
+        return field(default_factory=kw["default_factory"], metadata=meta)
+    return field(default=kw["default"], metadata=meta)
+
+
+@dataclass
+class AgentSection:
+    output: str = key("where records go: stdout (JSON lines) or kafka (see [kafka])",
+                      choices=("stdout", "kafka"), default="stdout")
+    connections: bool = key("emit one record per connection attempt, connection and close; "
+                            "false = only window summaries, diagnoses and failures", default=True)
+    window: float = key("summary window length, seconds", minimum=1.0, default=60.0)
+    status_interval: float = key("seconds between `agent` status records (0 = none)", minimum=0.0, default=60.0)
+    cpu_budget: float = key("share of one core the agent's user-space loop may use before it samples "
+                            "per-connection records (summaries stay exact)", minimum=0.01, default=0.25)
+    queue_max: int = key("events the user-space queue holds before it drops (counted as lost, stage queue)",
+                         minimum=1000, reload="restart", default=200_000)
+    buffer_pages: int = key("kernel ring buffer size in 4 KiB pages, a power of two",
+                            minimum=1, reload="restart", default=2048)
+    strict: bool = key("fail at start when an optional hook cannot attach", reload="restart", default=False)
+    force_hooks: list[str] = key("HOOK=METHOD pairs that override probing, e.g. event_buffer=perf",
+                                 reload="restart", default_factory=list)
+    state_dir: str = key("directory for state that outlives a restart (the Kafka spool)",
+                         reload="restart", default="/var/lib/connscope")
+    prometheus: str = key("HOST:PORT for a Prometheus endpoint with the agent's counters, empty = off; "
+                          "keep it on loopback", reload="restart", default="")
+
+
+@dataclass
+class FiltersSection:
+    pids: list[int] = key("only these process ids (empty = all)", default_factory=list)
+    comms: list[str] = key("only these command names, exact, at most 15 bytes", default_factory=list)
+    ports: list[int] = key("only connections with one of these ports at either end", default_factory=list)
+    family: str = key("address family", choices=("any", "ipv4", "ipv6"), default="any")
+    failures: bool = key("only failed attempts and abnormal closes", default=False)
+
+
+_THRESHOLD_HELP = {
+    "churn_per_s": "connection_churn: new outbound connections per second to one destination",
+    "churn_short_share": "connection_churn: ...of which at least this share lived less than short_lifetime_us",
+    "refused": "connect_refused: ECONNREFUSED per window (nothing listens there)",
+    "exhausted": "port_exhausted: EADDRNOTAVAIL per window (no ephemeral port left)",
+    "timeouts": "connect_timeout: ETIMEDOUT per window (firewall drops or black hole)",
+    "syn_retransmits": "connect_timeout: SYN retransmits per window",
+    "unreachable": "unreachable: EHOSTUNREACH + ENETUNREACH per window",
+    "resets_per_s": "reset_storm: RSTs sent + received per second",
+    "retransmits_per_s": "retransmit_rate: data retransmits per second",
+    "port_risk_share": "port_exhaustion_risk: share of the usable ephemeral port range held in TIME_WAIT "
+                       "for one destination",
+    "short_lifetime_us": "a connection shorter than this (microseconds) counts as short-lived",
+}
+
+
+def _threshold_section() -> type:
+    """[thresholds]: the diagnosis and window thresholds, by their own names and defaults."""
+    fields = []
+    for src in (DiagnosisThresholds, Thresholds):
+        for f in dataclasses.fields(src):
+            kind = float if f.type in (float, "float") else int
+            fields.append((f.name, kind, key(_THRESHOLD_HELP.get(f.name, "diagnosis threshold (see README)"),
+                                             minimum=0, default=f.default)))
+    return dataclasses.make_dataclass("ThresholdsSection", fields)
+
+
+ThresholdsSection = _threshold_section()
+
+
+def _kafka_section() -> type:
+    from ..sinks.kafka.settings import KafkaSettings
+    return KafkaSettings
+
+
+# TOML table name -> its dataclass (a factory, so the Kafka settings load lazily)
+SECTIONS = {
+    "agent": lambda: AgentSection,
+    "filters": lambda: FiltersSection,
+    "thresholds": lambda: ThresholdsSection,
+    "kafka": _kafka_section,
+}
+
+
+@dataclass
+class Config:
+    agent: AgentSection
+    filters: FiltersSection
+    thresholds: object
+    kafka: object
+    source: dict = field(default_factory=dict)  # "section.key" -> where its value came from
+
+    def diagnosis_thresholds(self) -> DiagnosisThresholds:
+        names = {f.name for f in dataclasses.fields(DiagnosisThresholds)}
+        return DiagnosisThresholds(**{n: getattr(self.thresholds, n) for n in names})
+
+    def window_thresholds(self) -> Thresholds:
+        return Thresholds(short_lifetime_us=self.thresholds.short_lifetime_us)

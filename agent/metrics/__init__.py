@@ -1,0 +1,1 @@
+"""The agent's view of itself: CPU, memory, counters, and their exporters."""

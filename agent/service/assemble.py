@@ -1,0 +1,52 @@
+"""From a Config to the parts `connscope run` wires together."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..aggregate.diagnose import Diagnoser
+from ..aggregate.ports import PortUsage
+from ..aggregate.window import WindowAggregator
+from ..config.model import Config
+from ..enrich import Enricher
+from ..filters import EventFilter
+from ..kernel.loader import LoadOptions
+
+
+def load_options(cfg: Config) -> LoadOptions:
+    force = dict(p.partition("=")[::2] for p in cfg.agent.force_hooks)
+    return LoadOptions(ringbuf_pages=cfg.agent.buffer_pages, force=force, strict=cfg.agent.strict,
+                       proc_counts=True)
+
+
+def event_filter(cfg: Config) -> EventFilter:
+    f = cfg.filters
+    return EventFilter.build(f.pids, f.comms, f.ports, f.family == "ipv4", f.family == "ipv6", f.failures)
+
+
+def aggregation(cfg: Config) -> tuple[WindowAggregator, Diagnoser, PortUsage]:
+    enricher, usage = Enricher(), PortUsage()
+
+    def first_seen(pid: int, cgroup_id: int) -> dict:
+        usage.note(pid)  # its network namespace, while it is alive
+        return enricher.fields(pid, cgroup_id)
+
+    agg = WindowAggregator(cfg.agent.window, time.monotonic_ns(), thresholds=cfg.window_thresholds(),
+                           enrich=first_seen)
+    return agg, Diagnoser(cfg.diagnosis_thresholds()), usage
+
+
+def open_sink(cfg: Config):
+    """The configured sink. Kafka spools under agent.state_dir/spool."""
+    if cfg.agent.output == "kafka":
+        from ..sinks.kafka import open_kafka_sink
+        return open_kafka_sink(cfg.kafka, os.path.join(cfg.agent.state_dir, "spool"))
+    from ..sinks.jsonlines import JsonLinesSink
+    return JsonLinesSink()
+
+
+def filters_field(cfg: Config) -> dict:
+    f = cfg.filters
+    return {"pids": sorted(f.pids), "comms": sorted(f.comms), "ports": sorted(f.ports),
+            "ipv4": f.family == "ipv4", "ipv6": f.family == "ipv6", "failures": f.failures}

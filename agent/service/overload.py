@@ -1,0 +1,55 @@
+"""Overload control: keep the agent's user-space CPU under a budget by sampling.
+
+Measured once a second as the share of one core the whole process used.
+Over budget for two checks in a row, per-connection records that are not
+failures are thinned to one in N (N doubles each time, up to 1024); back
+under half the budget for five checks, N halves until it is 1 again. The
+aggregator sees every event before the sampling, and the kernel's own
+per-process counts correct the summaries' counts, so summaries stay exact.
+Each change is announced with an `agent` record (event "sampling").
+"""
+
+from __future__ import annotations
+
+from ..metrics.selfstats import CpuMeter
+
+MAX_KEEP_ONE_IN = 1024
+
+
+class OverloadControl:
+    CHECK_S = 1.0
+    OVER_CHECKS = 2
+    UNDER_CHECKS = 5
+
+    def __init__(self, pipeline, budget: float, now: float):
+        self.pipe = pipeline
+        self.budget = budget
+        self.meter = CpuMeter(now)
+        self._next = now + self.CHECK_S
+        self._over = self._under = 0
+        self.last_share = 0.0
+
+    def tick(self, now: float) -> dict | None:
+        """Fields of a "sampling" agent record when the rate changes, else None."""
+        if now < self._next:
+            return None
+        self._next = now + self.CHECK_S
+        share = self.last_share = self.meter.share(now)
+        if share > self.budget:
+            self._over, self._under = self._over + 1, 0
+        elif share < self.budget / 2:
+            self._over, self._under = 0, self._under + 1
+        else:
+            self._over = self._under = 0
+        old = self.pipe.keep_one_in
+        new = old
+        if self._over >= self.OVER_CHECKS and old < MAX_KEEP_ONE_IN:
+            new, self._over = old * 2, 0
+        elif self._under >= self.UNDER_CHECKS and old > 1:
+            new, self._under = old // 2, 0
+        if new == old:
+            return None
+        self.pipe.keep_one_in = new
+        return {"active": new > 1, "keep_one_in": new, "previous_keep_one_in": old,
+                "cpu_share": round(share, 4), "cpu_budget": self.budget,
+                "sampled_out": self.pipe.sampled_out}
