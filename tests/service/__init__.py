@@ -1,0 +1,1 @@
+"""The systemd service: notify protocol, the unit, install, least privilege."""
