@@ -67,7 +67,11 @@ class Notifier:
             return False
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a receiver that stops reading (its queue holds
+                # net.unix.max_dgram_qlen datagrams) must not stall the main loop;
+                # a datagram it cannot take is counted in `errors`.
+                self._sock = socket.socket(socket.AF_UNIX,
+                                           socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto("\n".join(lines).encode(), self.address)
             return True
         except OSError as e:
