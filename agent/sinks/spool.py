@@ -8,7 +8,10 @@ segment (counted in `corrupt`, never fatal) and reading goes on with the
 next segment. The read position (segment, offset) is saved by atomic
 rename after each commit, so a restart replays exactly what was not
 committed. Bounded in bytes: `append` refuses when full and the caller
-counts the record as lost.
+counts the record as lost; `over` lets a few small records (the report of
+that loss) past the bound. `read` may start at a cursor ahead of the
+commit point, so a sender can read ahead while earlier reads await their
+acknowledgement.
 
 Single writer and single reader in one process (the sink's thread).
 """
@@ -83,18 +86,37 @@ class Spool:
         """Bytes not yet committed (frame headers included)."""
         return self._size
 
-    def append(self, payload: bytes) -> bool:
-        """Adds one payload; False (nothing written) when the spool is full."""
-        frame_len = _HEAD.size + len(payload)
-        if self._size + frame_len > self.max_bytes or len(payload) > MAX_FRAME:
-            return False
-        if self._writer is None or self._write_off + frame_len > self.segment_bytes and self._write_off:
-            self._roll()
-        self._writer.write(_HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload)
-        self._writer.flush()  # in the page cache: survives the process being killed
-        self._write_off += frame_len
-        self._size += frame_len
-        return True
+    def append(self, payload: bytes, over: int = 0) -> bool:
+        """Adds one payload; False (nothing written) when the spool is full.
+
+        `over`: bytes this payload may go past max_bytes (a reserve for
+        records that must not be dropped)."""
+        return self.append_many([payload], over) == 1
+
+    def append_many(self, payloads: list[bytes], over: int = 0) -> int:
+        """Adds payloads in order until one does not fit; returns how many were added."""
+        done = 0
+        chunk: list[bytes] = []
+        for payload in payloads:
+            frame_len = _HEAD.size + len(payload)
+            if self._size + frame_len > self.max_bytes + over or len(payload) > MAX_FRAME:
+                break
+            if self._writer is None or self._write_off + frame_len > self.segment_bytes and self._write_off:
+                self._write(chunk)
+                chunk = []
+                self._roll()
+            chunk.append(_HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)))
+            chunk.append(payload)
+            self._write_off += frame_len
+            self._size += frame_len
+            done += 1
+        self._write(chunk)
+        return done
+
+    def _write(self, chunk: list[bytes]) -> None:
+        if chunk:
+            self._writer.write(b"".join(chunk))
+            self._writer.flush()  # in the page cache: survives the process being killed
 
     def _roll(self) -> None:
         if self._writer is not None:
@@ -112,11 +134,16 @@ class Spool:
             os.fsync(self._writer.fileno())
 
     # --- reading -------------------------------------------------------------
-    def read(self, max_items: int) -> tuple[list[bytes], Cursor]:
-        """Up to max_items payloads from the read position, and the cursor
-        after them; nothing is consumed until commit(cursor)."""
+    @property
+    def committed(self) -> Cursor:
+        """The read position: everything before it is delivered."""
+        return self._read
+
+    def read(self, max_items: int, start: Cursor | None = None) -> tuple[list[bytes], Cursor]:
+        """Up to max_items payloads from `start` (default: the read position),
+        and the cursor after them; nothing is consumed until commit(cursor)."""
         out: list[bytes] = []
-        cur = self._read
+        cur = self._read if start is None else start
         while len(out) < max_items:
             seg = next((s for s in self._segments if s >= cur.segment), None)
             if seg is None:
