@@ -124,6 +124,9 @@ def _load():
         proto("rd_kafka_mock_broker_set_rtt", c_int, vp, ctypes.c_int32, c_int)
         # void rd_kafka_mock_push_request_errors_array(rd_kafka_mock_cluster_t *,
         #     int16_t ApiKey, size_t cnt, const rd_kafka_resp_err_t *errors);
+        # void rd_kafka_mock_topic_set_error(rd_kafka_mock_cluster_t *, const char *topic,
+        #                                   rd_kafka_resp_err_t err);
+        proto("rd_kafka_mock_topic_set_error", None, vp, c_char_p, c_int)
         proto("rd_kafka_mock_push_request_errors_array", None, vp, ctypes.c_int16, c_size_t,
               ctypes.POINTER(c_int))
         lib._path = path
@@ -242,6 +245,14 @@ class MockCluster:
         """
         arr = (ctypes.c_int * len(errors))(*errors)
         self._lib.rd_kafka_mock_push_request_errors_array(self._handle(), api_key, len(errors), arr)
+
+    def topic_set_error(self, topic: str, error: int) -> None:
+        """Answer Metadata requests for ``topic`` with a Kafka error code from now on,
+        e.g. 3 UNKNOWN_TOPIC_OR_PARTITION or 29 TOPIC_AUTHORIZATION_FAILED (0 clears it).
+
+        The mock otherwise creates any topic a client asks about, whatever the
+        client's allow_auto_create_topics says."""
+        self._lib.rd_kafka_mock_topic_set_error(self._handle(), topic.encode(), int(error))
 
     def close(self) -> None:
         """Destroy the cluster, then its rd_kafka_t. Idempotent; also runs at exit."""

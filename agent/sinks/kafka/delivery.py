@@ -1,0 +1,396 @@
+"""The Kafka sink's delivery logic. Runs only on the sink's own thread.
+
+Three sources of records, oldest first:
+  retry   - records that were handed to the producer and failed (or were
+            still unacknowledged at a stop); an on-disk spool
+  backlog - records that could not be handed over (no broker, the in-flight
+            bound reached, or older records still waiting); an on-disk spool
+  fresh   - records just written
+A source is handed over only when the ones before it are fully handed over,
+so records reach the producer in the order they were written; kafka-python
+(idempotent, at most 5 requests in flight) keeps that order per partition.
+A record that fails goes back to a spool and is sent again: delivery is at
+least once, and a retried record can arrive after newer ones (consumers
+order and de-duplicate by (host, run_id, seq)).
+
+kafka-python 3 buffers without bound while brokers are away, so at most
+`max_in_flight_bytes` are handed to it and not yet acknowledged; the rest
+waits in the backlog. Spool records are committed (and their segments
+deleted) only once acknowledged, so a crash or SIGKILL replays them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+
+from ...errors import ConnscopeError
+from ..spool import Cursor, Spool
+from .explain import KafkaLog, explain, is_record_error
+from .settings import KafkaSettings
+
+RESERVE = 256 << 10  # spool headroom that only `lost` records may use
+REPLAY_BATCH = 500  # records read from a spool at a time
+METADATA_WAIT_MS = 2000  # longest a send blocks the sink thread for topic metadata
+PROBE_BACKOFF = (0.5, 5.0)  # seconds between probes while brokers fail, doubling
+SYNC_EVERY_S = 1.0  # fsync spools written to, at most this often
+
+
+def make_router(settings: KafkaSettings):
+    """record dict -> (topic, key bytes), per `topic` and `key`."""
+    template, by_pid = settings.topic, settings.key == "host_pid"
+    per_type = "{type}" in template
+
+    def route(rec: dict) -> tuple[str, bytes]:
+        topic = template.replace("{type}", rec.get("type", "unknown")) if per_type else template
+        host = rec.get("host", "")
+        return topic, (f"{host}/{rec.get('pid', 0)}" if by_pid else host).encode()
+    return route
+
+
+@dataclass(eq=False)
+class Batch:
+    cursor: Cursor  # the spool position after this batch
+    outstanding: int  # records not yet acknowledged (or refused)
+    failed: bool = False
+
+
+@dataclass(eq=False)
+class Source:
+    name: str
+    spool: Spool
+    ahead: Cursor  # next record to hand over
+    unread: bool = True  # records may exist past `ahead` (unknown at start)
+    failed: bool = False  # a record handed from here failed: rewind once all are settled
+    batches: deque = field(default_factory=deque)
+
+
+@dataclass
+class Counters:
+    handed: int = 0  # records given to the producer (replays and resends included)
+    acked: int = 0  # acknowledged by the brokers
+    failed: int = 0  # failed deliveries; each record went back to a spool (not lost)
+    spooled: int = 0  # records written to a spool
+    replayed: int = 0  # records acknowledged after a stay in a spool
+    dropped: int = 0  # records dropped: the spool was full
+    rejected: int = 0  # records the brokers refused for good (e.g. too large): dropped
+    corrupt_skipped: int = 0  # damaged spool regions skipped
+
+
+def _open_spool(path: str, max_bytes: int) -> Spool:
+    try:
+        return Spool(path, max_bytes)
+    except OSError as err:
+        raise ConnscopeError(f"cannot use the Kafka spool directory {path}: {err.strerror}",
+                             "set agent.state_dir to a writable directory") from None
+
+
+class Delivery:
+    def __init__(self, settings: KafkaSettings, spool_dir: str, notify, warn=None):
+        self.settings = settings
+        self.spool_dir = spool_dir
+        self.notify = notify  # callable(event): wakes the sink thread from kafka-python's thread
+        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.log = KafkaLog.install()
+        self.route = make_router(settings)
+        retry = _open_spool(os.path.join(spool_dir, "retry"), 2 * settings.max_in_flight_bytes)
+        backlog = _open_spool(os.path.join(spool_dir, "backlog"), settings.spool_max_bytes)
+        self.retry = Source("retry", retry, retry.committed)
+        self.backlog = Source("backlog", backlog, backlog.committed)
+        self.c = Counters()
+        self.losses: deque[tuple[int, str]] = deque()  # (count, reason), drained by the writer
+        self.last_error: str | None = None
+        self.producer = None
+        self.healthy = True
+        self.closed = False
+        self.inflight: dict[int, tuple] = {}  # token -> (size, source, batch, value)
+        self.inflight_bytes = 0
+        self._token = 0
+        self._held: list[bytes] = []  # `lost` records not even the reserve could hold
+        self._probe_at = 0.0
+        self._backoff = PROBE_BACKOFF[0]
+        self._corrupt_seen = {s.name: 0 for s in (self.retry, self.backlog)}
+        self._dirty = False
+        self._synced = time.monotonic()
+        self._dropping = False
+        self._warned: tuple[str, float] | None = None
+
+    # --- producer --------------------------------------------------------------
+    def producer_config(self) -> dict:
+        conf = self.settings.producer_config()
+        conf.update(
+            client_id="connscope",
+            max_block_ms=METADATA_WAIT_MS,
+            max_request_size=max(1 << 20, self.settings.batch_size),
+            retry_backoff_ms=100,
+            reconnect_backoff_ms=100,
+            reconnect_backoff_max_ms=1000,  # a broker that comes back is found within a second
+            bootstrap_timeout_ms=min(self.settings.request_timeout_ms, 5000),
+            metrics_enabled=False,
+        )
+        return conf
+
+    def set_producer(self, producer, error: BaseException | None, log_text: str) -> None:
+        """The result of a connection attempt (made on a helper thread)."""
+        if producer is not None:
+            self.producer = producer
+            return
+        self.trouble(error, log_text)
+
+    # --- state -----------------------------------------------------------------
+    def trouble(self, exc: BaseException | None, log_text: str | None = None, topic: str | None = None) -> None:
+        """Delivery failed: spool until a probe gets through."""
+        if log_text is None:
+            log_text = self.log.since(time.time() - 10)
+        msg = explain(exc, log_text, self.settings.bootstrap, topic or self.settings.topics()[0])
+        self.last_error = msg
+        was, self.healthy = self.healthy, False
+        now = time.monotonic()
+        self._probe_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, PROBE_BACKOFF[1])
+        if was or self._warned is None or self._warned[0] != msg and now - self._warned[1] > 60:
+            self._warned = (msg, now)
+            self.warn(f"connscope: {msg}; records wait in the spool {self.spool_dir}")
+
+    def _recovered(self) -> None:
+        if not self.healthy:
+            self.healthy = True
+            self._backoff = PROBE_BACKOFF[0]
+            waiting = self.retry.spool.size_bytes + self.backlog.spool.size_bytes
+            self.warn(f"connscope: kafka: delivering again; replaying {waiting} spooled bytes")
+
+    def spool_bytes(self) -> int:
+        return self.retry.spool.size_bytes + self.backlog.spool.size_bytes
+
+    def reserve_left(self) -> int:
+        return self.settings.spool_max_bytes + RESERVE - self.backlog.spool.size_bytes
+
+    def _unread(self) -> bool:
+        return self.retry.unread or self.backlog.unread or bool(self._held)
+
+    # --- sending ---------------------------------------------------------------
+    def _send(self, topic: str, key: bytes, value: bytes, src: Source | None, batch: Batch | None):
+        """Hands one record to the producer; returns the exception if send() raised."""
+        try:
+            fut = self.producer.send(topic, value=value, key=key)
+        except Exception as exc:  # metadata timeout, authorization, a record too large...
+            return exc
+        self._token += 1
+        tok, size = self._token, len(value) + len(key)
+        self.inflight[tok] = (size, src, batch, value)
+        self.inflight_bytes += size
+        self.c.handed += 1
+        fut.add_callback(self._on_done, tok)
+        fut.add_errback(self._on_done, tok)
+        return None
+
+    def _on_done(self, tok: int, result) -> None:  # kafka-python's I/O thread
+        self.notify((tok, result if isinstance(result, BaseException) else None))
+
+    def _reject(self, exc: BaseException) -> None:
+        self.c.rejected += 1
+        self.losses.append((1, "rejected"))
+        self.last_error = explain(exc, "", self.settings.bootstrap)
+
+    # --- acknowledgements --------------------------------------------------------
+    def handle(self, events) -> None:
+        """Acknowledgements and failures from the producer, in arrival order."""
+        if self.closed:
+            return
+        failed_fresh: list[tuple[int, bytes]] = []
+        first_error = None
+        for tok, exc in events:
+            entry = self.inflight.pop(tok, None)
+            if entry is None:
+                continue
+            size, src, batch, value = entry
+            self.inflight_bytes -= size
+            if exc is None or is_record_error(exc):
+                if exc is None:
+                    self.c.acked += 1
+                    if src is not None:
+                        self.c.replayed += 1
+                    self._recovered()
+                else:
+                    self._reject(exc)
+                if batch is not None:
+                    batch.outstanding -= 1
+                continue
+            self.c.failed += 1
+            first_error = first_error or exc
+            if src is None:
+                failed_fresh.append((tok, value))
+            else:
+                batch.outstanding -= 1
+                batch.failed = src.failed = True
+        if failed_fresh:
+            failed_fresh.sort()
+            self._to_retry([v for _, v in failed_fresh])
+        if first_error is not None:
+            self.trouble(first_error)
+        self._settle(self.retry)
+        self._settle(self.backlog)
+
+    def _to_retry(self, values: list[bytes]) -> None:
+        n = self.retry.spool.append_many(values, over=RESERVE)
+        self.c.spooled += n
+        self.retry.unread = True
+        self._dirty = True
+        if n < len(values):  # cannot happen while the retry spool holds only what was in flight
+            self._spool(values[n:], [False] * (len(values) - n))
+
+    def _settle(self, src: Source) -> None:
+        """Commits acknowledged batches in order; rewinds after a failure."""
+        while src.batches and src.batches[0].outstanding == 0 and not src.batches[0].failed:
+            src.spool.commit(src.batches.popleft().cursor)
+        if src.failed and all(b.outstanding == 0 for b in src.batches):
+            src.batches.clear()
+            src.ahead = src.spool.committed
+            src.unread = True
+            src.failed = False
+
+    # --- fresh records -------------------------------------------------------------
+    def route_fresh(self, items: list[tuple[str, bytes, bytes, bool]]) -> None:
+        """(topic, key, value, is_lost) just written: to the producer when nothing
+        older waits and there is room in flight, else to the backlog."""
+        i = 0
+        if self.producer is not None and self.healthy and not self._unread():
+            limit = self.settings.max_in_flight_bytes
+            while i < len(items) and self.inflight_bytes < limit:
+                topic, key, value, _ = items[i]
+                exc = self._send(topic, key, value, None, None)
+                if exc is not None:
+                    if not is_record_error(exc):
+                        self.trouble(exc, topic=topic)
+                        break
+                    self._reject(exc)
+                i += 1
+        if i < len(items):
+            rest = items[i:]
+            self._spool([v for _, _, v, _ in rest], [lost for *_, lost in rest])
+
+    def _spool(self, values: list[bytes], lost: list[bool]) -> None:
+        bl = self.backlog
+        if self._held:
+            n = bl.spool.append_many(self._held, over=RESERVE)
+            self.c.spooled += n
+            self._held = self._held[n:]
+        n = 0 if self._held else bl.spool.append_many(values)
+        self.c.spooled += n
+        dropped = 0
+        for value, is_lost in zip(values[n:], lost[n:]):
+            if not is_lost:
+                dropped += 1
+            elif not self._held and bl.spool.append(value, over=RESERVE):
+                self.c.spooled += 1
+            else:
+                self._held.append(value)  # delivered once the spool has room again
+        if n or len(values) > dropped:
+            bl.unread = True
+            self._dirty = True
+        if dropped:
+            self.c.dropped += dropped
+            self.losses.append((dropped, "spool_full"))
+            if not self._dropping:
+                self.warn(f"connscope: kafka: the spool is full ({self.settings.spool_max_bytes} bytes): dropping "
+                          "records, each counted in a lost record (fix: raise kafka.spool_max_bytes)")
+        self._dropping = bool(dropped)
+
+    # --- replay --------------------------------------------------------------------
+    def replay(self) -> None:
+        """Hands spooled records over, oldest first: all of them while healthy, one as
+        a probe every few seconds while not."""
+        if self.producer is None or self.closed:
+            return
+        src = self.retry if self.retry.unread else self.backlog if self.backlog.unread else None
+        if src is None:
+            if self._held:
+                self._spool([], [])
+            return
+        if not self.healthy:
+            if any(e[1] is not None for e in self.inflight.values()) or time.monotonic() < self._probe_at:
+                return
+            self._probe_at = time.monotonic() + self._backoff
+        limit = self.settings.max_in_flight_bytes
+        while self.inflight_bytes < limit and src.unread:
+            want = REPLAY_BATCH if self.healthy else 1
+            items, cur = src.spool.read(want, start=src.ahead)
+            self._check_corrupt(src)
+            batch = Batch(cur, len(items))
+            src.batches.append(batch)
+            src.ahead = cur
+            if len(items) < want:
+                src.unread = False
+            for n, value in enumerate(items):
+                try:
+                    topic, key = self.route(orjson.loads(value))
+                except orjson.JSONDecodeError:  # checksummed, so never ours: skip it
+                    batch.outstanding -= 1
+                    continue
+                exc = self._send(topic, key, value, src, batch)
+                if exc is None:
+                    continue
+                if is_record_error(exc):
+                    self._reject(exc)
+                    batch.outstanding -= 1
+                    continue
+                batch.outstanding -= len(items) - n
+                batch.failed = src.failed = True
+                self.trouble(exc, topic=topic)
+                break
+            self._settle(src)
+            if not self.healthy:
+                break
+
+    def _check_corrupt(self, src: Source) -> None:
+        delta = src.spool.corrupt - self._corrupt_seen[src.name]
+        if delta > 0:
+            self._corrupt_seen[src.name] = src.spool.corrupt
+            self.c.corrupt_skipped += delta
+            self.losses.append((delta, "spool_corrupt"))
+            self.warn(f"connscope: kafka: skipped the damaged rest of a spool segment in {src.spool.path} "
+                      "(its records are lost and counted in a lost record)")
+
+    def housekeeping(self) -> None:
+        if self._dirty and time.monotonic() - self._synced >= SYNC_EVERY_S:
+            self.sync()
+
+    def sync(self) -> None:
+        for src in (self.retry, self.backlog):
+            src.spool.sync()
+        self._dirty = False
+        self._synced = time.monotonic()
+
+    # --- stop ----------------------------------------------------------------------
+    def shutdown(self, deadline: float, drain) -> None:
+        """Waits for the brokers until `deadline` (monotonic); what is still not
+        acknowledged stays in (or goes to) the spool for the next start."""
+        if self.producer is not None:
+            try:
+                self.producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # KafkaTimeoutError: what is left goes to the spool
+                pass
+            self.handle(drain())
+        self.closed = True
+        fresh = sorted((tok, e[3]) for tok, e in self.inflight.items() if e[1] is None)
+        if fresh:
+            n = self.retry.spool.append_many([v for _, v in fresh], over=1 << 62)
+            self.c.spooled += n
+        if self._held:
+            self.c.spooled += self.backlog.spool.append_many(self._held, over=1 << 62)
+            self._held = []
+        self.inflight.clear()
+        self.inflight_bytes = 0
+        self.sync()
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout=0)
+            except Exception:  # it still aborts what is pending, which is spooled already
+                pass
+        for src in (self.retry, self.backlog):
+            src.spool.close()
