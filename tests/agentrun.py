@@ -1,4 +1,4 @@
-"""Runs the real agent (`connscope trace --json`) for a test and reads its records.
+"""Runs the real agent (`connscope trace --json`, or `run`) for a test and reads its records.
 
 Every record the agent writes is validated against schema v1 and its `seq`
 numbers must run 1, 2, 3, ... without a gap: a test that uses AgentRun
@@ -27,14 +27,16 @@ def connscope_argv(*args: str) -> list[str]:
 
 
 class AgentRun:
-    def __init__(self, *args: str, start_timeout: float = 30.0):
+    def __init__(self, *args: str, start_timeout: float = 30.0, command: tuple[str, ...] = ("trace", "--json"),
+                 env: dict | None = None):
         self._dir = tempfile.TemporaryDirectory(prefix="connscope-test-")
         self.out_path = Path(self._dir.name) / "records.jsonl"
         self.err_path = Path(self._dir.name) / "stderr.txt"
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen(connscope_argv("trace", "--json", *args), stdout=self._out, stderr=self._err,
-                                     stdin=subprocess.DEVNULL, cwd=REPO)
+        self.proc = subprocess.Popen(connscope_argv(*command, *args), stdout=self._out, stderr=self._err,
+                                     stdin=subprocess.DEVNULL, cwd=REPO,
+                                     env=None if env is None else {**os.environ, **env})
         self._pos = 0
         self._records: list[dict] = []
         self.start = self.wait_for(lambda r: r["type"] == "agent" and r["event"] == "start", timeout=start_timeout)[0]

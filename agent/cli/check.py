@@ -1,26 +1,57 @@
-"""`connscope check`: compile, load, attach, report each hook, exit."""
+"""`connscope check`: is this host ready? Host items, each hook's choice, the sink.
+
+Takes the same configuration as `run`, so it validates the file too. Exits
+1 with the fix when something required is missing, 0 otherwise.
+"""
 
 from __future__ import annotations
 
 import click
 
-from .options import load_options, tracer_options
+from ..errors import ConnscopeError
+from .config_flags import config_options
 
 _FMT = "{:<18} {:<10} {:<8} {}"
 
 
+class CheckFailed(ConnscopeError):
+    pass
+
+
 @click.command()
-@tracer_options
-def check(**tracer_kw) -> None:
-    """Load everything once and print which method each hook uses.
+@config_options
+def check(load_config) -> None:
+    """Check the host, load and attach every hook once, and test the sink.
 
-    Exits non-zero when a required hook (or, with --strict, any hook)
-    cannot attach.
+    Exits non-zero when something required (privileges, tracefs, headers, a
+    required hook, or with strict any hook) is missing.
     """
-    from ..kernel.loader import Tracer
+    from ..kernel.hostcheck import host_items
 
-    tracer = Tracer(load_options(**tracer_kw))
+    cfg = load_config()
+    failed = []
+    click.echo(_FMT.format("HOST", "", "STATE", "DETAIL"))
+    for item in host_items():
+        state = "ok" if item.ok else ("missing" if item.required else "degraded")
+        click.echo(_FMT.format(item.name, "", state, item.detail))
+        if not item.ok:
+            click.echo(_FMT.format("", "", "", f"  fix: {item.fix}"))
+            if item.required:
+                failed.append(item)
+    if failed:
+        raise CheckFailed(f"{len(failed)} required item(s) missing: {', '.join(i.name for i in failed)}",
+                          failed[0].fix)
+    _hooks(cfg)
+    _sink(cfg)
+
+
+def _hooks(cfg) -> None:
+    from ..kernel.loader import Tracer
+    from ..service.assemble import load_options
+
+    tracer = Tracer(load_options(cfg))
     try:
+        click.echo()
         click.echo(_FMT.format("HOOK", "METHOD", "STATE", "DETAIL"))
         for name, st in tracer.statuses.items():
             detail = st.method.target if st.method else f"{st.hook.effect_if_missing}"
@@ -29,3 +60,17 @@ def check(**tracer_kw) -> None:
                 click.echo(_FMT.format("", "", "", f"  not {method}: {why}"))
     finally:
         tracer.close()
+
+
+def _sink(cfg) -> None:
+    click.echo()
+    if cfg.agent.output != "kafka":
+        click.echo(_FMT.format("SINK", "stdout", "ok", "JSON lines on standard output"))
+        return
+    from ..sinks.kafka import probe
+
+    ok, message = probe(cfg.kafka, timeout=5.0)
+    click.echo(_FMT.format("SINK", "kafka", "ok" if ok else "down", message))
+    if not ok:
+        # the agent itself keeps tracing and spools; for a host check this is a failure to fix
+        raise CheckFailed(f"kafka: {message}", "check kafka.bootstrap and that the brokers are up")

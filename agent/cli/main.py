@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from ..errors import ConnscopeError
 from .check import check
+from .run import run
 from .top import top
 from .trace import trace
 
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(trace)
 cli.add_command(check)
+cli.add_command(run)
 cli.add_command(top)
 
 

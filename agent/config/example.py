@@ -7,6 +7,7 @@ that the shipped file is exactly this output, so it never drifts from the model.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 
 from .load import env_name, section_fields
 from .model import SECTIONS
@@ -45,7 +46,8 @@ def render() -> str:
                 note += f"; one of: {', '.join(map(str, meta['choices']))}"
             if meta.get("reload") == "restart":
                 note += " (restart)"
-            out.append(f"# {note}. Env: {env_name(table, name)}")
+            out.extend(textwrap.wrap(f"{note}. Env: {env_name(table, name)}", 96,
+                                     initial_indent="# ", subsequent_indent="#   "))
             out.append(f"# {name} = {_toml(default)}")
     return "\n".join(out) + "\n"
 

@@ -107,25 +107,29 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
 
 
 def validate(cfg: Config) -> None:
-    """Checks that span one key's type: powers of two, name lengths, the sink's own settings."""
+    """Checks beyond one key's type: powers of two, name lengths, hooks, the sink's own settings."""
+    def where(key: str) -> str:
+        return f" ({cfg.source[key]})" if key in cfg.source else ""
+
     pages = cfg.agent.buffer_pages
     if pages & (pages - 1):
-        raise UsageError(f"agent.buffer_pages = {pages} is not a power of two",
+        raise UsageError(f"agent.buffer_pages = {pages}{where('agent.buffer_pages')} is not a power of two",
                          f"use {1 << (pages.bit_length() - 1)} or {1 << pages.bit_length()}")
     for comm in cfg.filters.comms:
         if len(comm.encode()) > 15:
-            raise UsageError(f"filters.comms: {comm!r} is longer than 15 bytes",
+            raise UsageError(f"filters.comms: {comm!r}{where('filters.comms')} is longer than 15 bytes",
                              "use the name as the kernel truncates it (see /proc/PID/comm)")
     for port in cfg.filters.ports:
         if not 1 <= port <= 65535:
-            raise UsageError(f"filters.ports: {port} is not a port", "use 1-65535")
+            raise UsageError(f"filters.ports: {port}{where('filters.ports')} is not a port", "use 1-65535")
     from ..kernel.hooks import HOOKS
     methods = {h.name: [m.name for m in h.methods] for h in HOOKS}
     for pair in cfg.agent.force_hooks:
         hook, sep, method = pair.partition("=")
         if not sep or method not in methods.get(hook, ()):
             choices = "; ".join(f"{h}={'|'.join(ms)}" for h, ms in methods.items() if len(ms) > 1)
-            raise UsageError(f"agent.force_hooks: {pair!r} is not HOOK=METHOD", f"use one of {choices}")
+            raise UsageError(f"agent.force_hooks: {pair!r}{where('agent.force_hooks')} is not HOOK=METHOD",
+                             f"use one of {choices}")
     if cfg.agent.prometheus:
         from ..metrics.prometheus import parse_listen
         parse_listen(cfg.agent.prometheus, "agent.prometheus")

@@ -65,10 +65,10 @@ def _scalar_typed(kind: type, value):
 def convert(name: str, f: dataclasses.Field, owner: type, value, origin: str):
     """The value for field `f` (`name` = "section.key"), or UsageError naming all three."""
     kind, is_list, optional = field_kind(f, owner)
+    if optional and isinstance(value, str) and value.strip() == "":
+        return None  # "" in a file, variable or flag unsets an optional key
     try:
         if isinstance(value, str) and (kind is not str or is_list):
-            if optional and value.strip() == "":
-                return None
             if is_list:
                 parts = [p for p in (s.strip() for s in value.split(",")) if p]
                 out = [_scalar_from_text(kind, p) for p in parts]

@@ -48,8 +48,8 @@ def _headers() -> Item:
     target = os.path.realpath(build)
     if ok:
         note = "" if kver in target else " (nearest Debian headers; no struct offsets are read from them)"
-        return Item("kernel headers", True, f"{build} -> {target}{note}")
-    return Item("kernel headers", False, f"{build} lacks generated headers (BCC compiles against them)",
+        return Item("headers", True, f"{build} -> {target}{note}")
+    return Item("headers", False, f"{build} lacks generated headers (BCC compiles against them)",
                 "install linux-headers for this kernel, or run scripts/setup.sh (links the nearest Debian headers)")
 
 

@@ -19,14 +19,15 @@ def run_cli(*args, timeout=60, **kw):
     return subprocess.run(connscope_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
 
 
-def assert_one_line_error(cp, code, *needles):
+def assert_one_line_error(cp, code, *needles, stdout=""):
     assert cp.returncode == code, (cp.returncode, cp.stderr)
     lines = cp.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one line, got: {cp.stderr!r}"
     assert lines[0].startswith("connscope: ") and "Traceback" not in cp.stderr
     for n in needles:
         assert n in lines[0], (n, lines[0])
-    assert cp.stdout == ""
+    if stdout is not None:
+        assert cp.stdout == stdout
 
 
 # --- bad input --------------------------------------------------------------
@@ -63,11 +64,17 @@ def test_missing_privilege_is_one_line_naming_the_capabilities():
 def test_check_lists_every_hook_and_exits_0():
     cp = run_cli("check")
     assert cp.returncode == 0, cp.stderr
-    rows = {line.split()[0]: line.split()[1:3] for line in cp.stdout.splitlines()[1:] if not line.startswith(" ")}
+    lines = cp.stdout.splitlines()
+    host = lines[:lines.index("")]
+    assert host[0].split() == ["HOST", "STATE", "DETAIL"]
+    assert {line.split()[0]: line.split()[1] for line in host[1:] if not line.startswith(" ")} == {
+        "privileges": "ok", "tracefs": "ok", "headers": "ok", "btf": "ok", "cgroup2": "ok"}
+    rows = {line.split()[0]: line.split()[1:3] for line in lines if line and not line.startswith(" ")}
     for name in ("tcp_connect", "lifecycle", "error_report", "destroy", "connect_syscall", "retransmit",
                  "reset_sent", "reset_received", "first_io", "event_buffer"):
         assert rows[name][1] in ("active", "missing"), name
     assert rows["lifecycle"] == ["tracepoint", "active"]
+    assert rows["SINK"] == ["stdout", "ok"]
 
 
 @needs_root
@@ -78,7 +85,8 @@ def test_check_fails_when_a_required_hook_cannot_attach():
     if probe:
         pytest.skip("fentry works on this kernel: forcing it cannot fail")
     cp = run_cli("check", "--force-hook", "tcp_connect=fentry")
-    assert_one_line_error(cp, 1, "hook tcp_connect cannot attach", probe.reason)
+    assert_one_line_error(cp, 1, "hook tcp_connect cannot attach", probe.reason, stdout=None)
+    assert cp.stdout.startswith("HOST ")  # the host report comes before the failing load
 
 
 # --- trace: duration, filters, table ---------------------------------------------

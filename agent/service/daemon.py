@@ -1,0 +1,134 @@
+"""`connscope run`: the long-lived agent, as systemd runs it.
+
+One loop (the pipeline's writer thread) does everything periodic through
+`tick`: systemd READY once attached, WATCHDOG pings (so a stuck loop gets
+the service restarted), `agent` status records, overload sampling and
+SIGHUP reloads. Signal handlers only set flags.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import sys
+import time
+from typing import Callable
+
+from .. import __version__
+from ..config.model import Config
+from ..errors import ConnscopeError
+from ..records.build import RecordBuilder
+from . import reload as reloading
+from .assemble import aggregation, event_filter, filters_field, load_options, open_sink
+from .notify import Notifier, WatchdogPinger
+from .overload import OverloadControl
+from .status import StatusBoard
+
+
+class Daemon:
+    def __init__(self, load_config: Callable[[], Config], cfg: Config, duration: float | None = None):
+        self.load_config = load_config  # re-reads file + environment + the same flags
+        self.cfg = cfg
+        self.duration = duration
+        self.notifier = Notifier()
+        self.pinger = WatchdogPinger(self.notifier)
+        self.status_interval = cfg.agent.status_interval
+        self._reload_wanted = False
+        self._ready_sent = False
+        self.pipe = self.overload = self.board = None
+
+    def run(self) -> None:
+        from ..kernel.listeners import current_listeners
+        from ..kernel.loader import Tracer
+        from ..pipeline import Pipeline
+
+        cfg = self.cfg
+        self.notifier.status("loading BPF programs")
+        tracer = Tracer(load_options(cfg))
+        sink = metrics = None
+        try:
+            sink = open_sink(cfg)
+            seeded = tracer.seed_listeners(current_listeners())
+            agg, diagnoser, usage = aggregation(cfg)
+            self.pipe = pipe = Pipeline(
+                tracer, RecordBuilder(), sink, event_filter(cfg), queue_max=cfg.agent.queue_max,
+                aggregator=agg, diagnoser=diagnoser, connections=cfg.agent.connections, port_usage=usage,
+                failures_always=True)
+            now = time.monotonic()
+            hooks = tracer.hook_choices()
+            self.board = StatusBoard(pipe, hooks, now)
+            self.overload = OverloadControl(pipe, cfg.agent.cpu_budget, now)
+            self._next_status = now + self.status_interval if self.status_interval else None
+            if cfg.agent.prometheus:
+                from ..metrics.prometheus import MetricsServer
+                metrics = MetricsServer(cfg.agent.prometheus, self.board.snapshot)
+            self._install_signals()
+            pipe.run(self.duration, tick=self.tick, start_fields={
+                "version": __version__, "kernel": platform.release(), "hooks": hooks,
+                "hooks_summary": ", ".join(f"{k}={v['method'] or 'missing'}" for k, v in hooks.items()),
+                "listeners_seeded": seeded, "agent_pid": os.getpid(), "mode": "service",
+                "connections": cfg.agent.connections, "output": cfg.agent.output,
+                "filters": filters_field(cfg), "config_sources": cfg.source,
+            })
+        finally:
+            self.notifier.stopping()
+            if self.pipe is not None:
+                sink = self.pipe.emitter.sink  # a reload may have replaced it
+            if sink is not None:
+                sink.close()
+            if metrics is not None:
+                metrics.close()
+            tracer.close()
+
+    def _install_signals(self) -> None:
+        def stop(*_):
+            self.pipe.stop.set()
+
+        def hup(*_):
+            self._reload_wanted = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    # --- the writer thread's periodic work ---------------------------------
+    def tick(self, now: float) -> None:
+        emit = self.pipe.emitter.emit
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.notifier.ready(f"tracing; output={self.cfg.agent.output}")
+        self.pinger.tick(now)
+        if self._reload_wanted:
+            self._reload_wanted = False
+            self._reload(emit)
+        change = self.overload.tick(now)
+        if change is not None:
+            emit(self.pipe.builder.agent_record("sampling", **change))
+        if self._next_status is not None and now >= self._next_status:
+            fields = self.board.record_fields(now)
+            emit(self.pipe.builder.agent_record("status", **fields))
+            self.notifier.status(_status_line(fields))
+            self._next_status = now + self.status_interval if self.status_interval else None
+        elif self._next_status is None and self.status_interval:
+            self._next_status = now + self.status_interval
+
+    def _reload(self, emit) -> None:
+        self.notifier.reloading()
+        try:
+            new = self.load_config()
+            fields = reloading.apply(self, self.cfg, new)
+            self.cfg = new
+        except ConnscopeError as err:
+            print(f"{err.one_line()} (configuration not reloaded; the agent keeps the old one)",
+                  file=sys.stderr, flush=True)
+            fields = {"error": err.one_line(), "applied": [], "restart_required": []}
+        emit(self.pipe.builder.agent_record("reload", **fields))
+        self.notifier.ready("configuration reloaded")
+
+
+def _status_line(f: dict) -> str:
+    rate = sum(f["records_per_s"].values())
+    lost = sum(f["lost"].values())
+    return (f"{rate:.0f} records/s, lost {lost}, queue {f['queue_depth']}, "
+            f"cpu {f['cpu_share'] * 100:.0f}%, rss {f['rss_bytes'] >> 20} MiB, keep 1/{f['sampling']['keep_one_in']}")
