@@ -73,4 +73,4 @@ def _sink(cfg) -> None:
     click.echo(_FMT.format("SINK", "kafka", "ok" if ok else "down", message))
     if not ok:
         # the agent itself keeps tracing and spools; for a host check this is a failure to fix
-        raise CheckFailed(f"kafka: {message}", "check kafka.bootstrap and that the brokers are up")
+        raise CheckFailed(message)

@@ -40,10 +40,25 @@ def aggregation(cfg: Config) -> tuple[WindowAggregator, Diagnoser, PortUsage]:
 def open_sink(cfg: Config):
     """The configured sink. Kafka spools under agent.state_dir/spool."""
     if cfg.agent.output == "kafka":
-        from ..sinks.kafka import open_kafka_sink
-        return open_kafka_sink(cfg.kafka, os.path.join(cfg.agent.state_dir, "spool"))
+        from ..sinks.kafka import KafkaSink
+        return KafkaSink(cfg.kafka, spool_dir(cfg))
     from ..sinks.jsonlines import JsonLinesSink
     return JsonLinesSink()
+
+
+def spool_dir(cfg: Config) -> str:
+    return os.path.join(cfg.agent.state_dir, "spool")
+
+
+def announce_sink(cfg: Config, warn) -> None:
+    """At start-up, one line when the brokers answer (the sink itself reports them down, once)."""
+    if cfg.agent.output != "kafka":
+        return
+    from ..sinks.kafka import probe
+
+    ok, message = probe(cfg.kafka, timeout=3.0)
+    if ok:
+        warn(f"connscope: {message}")
 
 
 def filters_field(cfg: Config) -> dict:

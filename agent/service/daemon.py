@@ -20,7 +20,7 @@ from ..config.model import Config
 from ..errors import ConnscopeError
 from ..records.build import RecordBuilder
 from . import reload as reloading
-from .assemble import aggregation, event_filter, filters_field, load_options, open_sink
+from .assemble import aggregation, announce_sink, event_filter, filters_field, load_options, open_sink
 from .notify import Notifier, WatchdogPinger
 from .overload import OverloadControl
 from .status import StatusBoard
@@ -48,6 +48,7 @@ class Daemon:
         tracer = Tracer(load_options(cfg))
         sink = metrics = None
         try:
+            announce_sink(cfg, _warn)
             sink = open_sink(cfg)
             seeded = tracer.seed_listeners(current_listeners())
             agg, diagnoser, usage = aggregation(cfg)
@@ -125,6 +126,10 @@ class Daemon:
             fields = {"error": err.one_line(), "applied": [], "restart_required": []}
         emit(self.pipe.builder.agent_record("reload", **fields))
         self.notifier.ready("configuration reloaded")
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _status_line(f: dict) -> str:
