@@ -65,10 +65,11 @@ def agent_records(n_per_host: int) -> list[dict]:
     return out
 
 
-def run_sink(settings: KafkaSettings, spool_dir: str, records: list[dict],
-             timeout: float = 30.0) -> tuple[dict, list[str]]:
+def run_sink(settings: KafkaSettings, spool_dir: str, records: list[dict], timeout: float = 30.0,
+             expect_acked: int | None = None) -> tuple[dict, list[str]]:
     """Writes ``records`` in batches as the pipeline does, waits until the broker
-    acknowledged them all (or ``timeout``), closes; returns (stats, warnings).
+    acknowledged ``expect_acked`` records (default: as many as written; more
+    when a spool is replayed) or ``timeout``, closes; returns (stats, warnings).
 
     Waiting before close() matters: close() leaves in the spool whatever is not
     acknowledged within flush_timeout_s, including everything written before
@@ -80,8 +81,9 @@ def run_sink(settings: KafkaSettings, spool_dir: str, records: list[dict],
             for rec in records[i:i + 100]:
                 sink.write(rec)
             sink.flush()
+        want = len(records) if expect_acked is None else expect_acked
         deadline = time.monotonic() + timeout
-        while sink.stats()["acked"] < len(records) and time.monotonic() < deadline:
+        while sink.stats()["acked"] < want and time.monotonic() < deadline:
             sink.flush()
             time.sleep(0.02)
     finally:
