@@ -31,8 +31,9 @@ def apply(daemon, old: Config, new: Config) -> dict:
     daemon.overload.budget = new.agent.cpu_budget
     daemon.status_interval = new.agent.status_interval
     if any(k.startswith("kafka.") or k == "agent.output" for k in changed):
-        old_sink = pipe.emitter.sink
+        # Close before opening: both would use the same spool directory. The
+        # writer thread (this one) is busy here, so nothing is written between.
         pipe.flush_sink()
+        pipe.emitter.sink.close()
         pipe.emitter.sink = open_sink(new)
-        old_sink.close()
     return {"applied": changed, "restart_required": restart}
