@@ -35,5 +35,9 @@ def apply(daemon, old: Config, new: Config) -> dict:
         # writer thread (this one) is busy here, so nothing is written between.
         pipe.flush_sink()
         pipe.emitter.sink.close()
-        pipe.emitter.sink = open_sink(new)
+        try:
+            pipe.emitter.sink = open_sink(new)
+        except Exception:
+            pipe.emitter.sink = open_sink(old)  # keep delivering with what worked
+            raise
     return {"applied": changed, "restart_required": restart}
