@@ -120,10 +120,10 @@ class Daemon:
             new = self.load_config()
             fields = reloading.apply(self, self.cfg, new)
             self.cfg = new
-        except ConnscopeError as err:
-            print(f"{err.one_line()} (configuration not reloaded; the agent keeps the old one)",
-                  file=sys.stderr, flush=True)
-            fields = {"error": err.one_line(), "applied": [], "restart_required": []}
+        except Exception as err:  # a reload never stops the agent
+            line = err.one_line() if isinstance(err, ConnscopeError) else f"connscope: reload failed: {err!r}"
+            print(f"{line} (configuration not reloaded; the agent keeps the old one)", file=sys.stderr, flush=True)
+            fields = {"error": line, "applied": [], "restart_required": []}
         emit(self.pipe.builder.agent_record("reload", **fields))
         self.notifier.ready("configuration reloaded")
 
