@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    (sys.argv[1:] if argv is None else argv))),
         "service_args": service,
         "rounds": rounds,
+        "settle_cap_s": settle_cap,
         "quick": args.quick,
         "phases": [p.__dict__ for p in plan],
         "runs": runs,
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.monotonic() - t_start, 1),
     }
     print(report.summary_text(data), file=sys.stderr)
+    scratch = gen.BINARY.parent / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json"  # bench/out/: git-ignored
+    scratch.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    runner._log(f"raw results: {scratch} ({data['wall_s']} s)")
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "results.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -89,12 +89,12 @@ def _all_configs(d: dict) -> list[str]:
 
 
 def _fixed_rates(d: dict) -> list[str]:
-    rows = ["| Configuration | conn/s reached @1k target | CPU % of a core | complete | conn/s reached @10k target "
-            "| CPU % of a core | complete |", "|---|---|---|---|---|---|---|"]
+    rows = ["| Configuration | CPU % of a core, idle | conn/s reached @1k target | CPU % of a core | complete "
+            "| conn/s reached @10k target | CPU % of a core | complete |", "|---|---|---|---|---|---|---|---|"]
     for cfg, label in CONFIG_LABEL.items():
         if cfg not in d:
             continue
-        cells = [label]
+        cells = [label, cell(d[cfg].get("idle", {}).get("core_pct"), PCT, "%")]
         for ph in ("1k", "10k"):
             m = d[cfg].get(ph, {})
             cells += [cell(m.get("rate")), cell(m.get("core_pct"), PCT, "%"), cell(m.get("complete"), "{:.2f}", "%")]
@@ -151,6 +151,20 @@ def _profile(prof: dict) -> list[str]:
     return out
 
 
+def _capped(data: dict) -> list[str]:
+    """A note naming the phases where a tracer was still busy when settling gave up."""
+    hits: dict[tuple[str, str], int] = {}
+    for run in data["runs"]:
+        for name, ph in run["phases"].items():
+            if ph.get("cpu_s") is not None and ph.get("settle_s", 0) >= data.get("settle_cap_s", 1e9) - 0.05:
+                hits[(run["config"], name)] = hits.get((run["config"], name), 0) + 1
+    if not hits:
+        return []
+    which = "; ".join(f"{c} {p} ({n}×)" for (c, p), n in sorted(hits.items()))
+    return [f"- Still busy {data['settle_cap_s']:g} s after the load stopped (its later CPU is charged to the "
+            f"next phase, its records still count): {which}.", ""]
+
+
 def generated_markdown(data: dict) -> str:
     """The generated part of BENCHMARKS.md: title, intro and the GENERATED sections."""
     d = derive(data)
@@ -158,6 +172,7 @@ def generated_markdown(data: dict) -> str:
     svc = " ".join(data["service_args"])
     fallback = data["service_args"][0] == "trace"
     when = time.strftime("%Y-%m-%d", time.gmtime())
+    idle_s = next((p["seconds"] for p in data["phases"] if p["mode"] == "idle"), 0)
     lines = [
         "# Benchmarks", "",
         f"Measured with `{data['command']}` on {when} at commit `{m['commit']}`: {data['rounds']} round(s) of "
@@ -178,9 +193,10 @@ def generated_markdown(data: dict) -> str:
         "its ports and TIME_WAIT sockets never touch the host's. Fixed rates are paced on absolute deadlines; "
         "saturation is one client and one server thread, as fast as they go (faster than more threads on 2 "
         "cores).",
-        "- Phases of every run, each on its own server port: "
+        f"- Phases of every run, each on its own server port, after {idle_s:g} s idle (no load: the tracer's "
+        "own cost, and the host's background connections it traces): "
         + ", ".join(f"{p['name']} {p['seconds']:g} s" + (f" at {p['rate']:,.0f}/s" if p['rate'] else "")
-                    for p in data["phases"])
+                    for p in data["phases"] if p["mode"] != "idle")
         + ". Failure storm: connects to a closed port (ECONNREFUSED), two threads. Retransmit: a veth pair "
         "with nftables dropping 2% of the packets each way at random, 64 blocking client threads.",
         "- Each round runs every configuration once, the order rotated per round. A tracer starts once per "
@@ -193,6 +209,7 @@ def generated_markdown(data: dict) -> str:
         "`lost` records (by time), BCC's `Possibly lost N samples`.",
         "- Start-up: exec to the first line (connscope's `agent` start record; a BCC tool's header, flushed by "
         "`bench/bcc_ready.py` at its first poll). Peak RSS: VmHWM at the end of the run.", "",
+        *_capped(data),
         "## Targets", "", *_targets(d), "",
         "## All configurations", "", *_all_configs(d), "",
         "## Fixed rates", "", *_fixed_rates(d), "",

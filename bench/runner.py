@@ -20,7 +20,7 @@ from .lab import BenchLab
 
 @dataclass(frozen=True)
 class Phase:
-    """A load: `loop` (loopback churn), `refused` (failure storm) or `pair` (veth with random drop)."""
+    """A load: `idle` (none), `loop` (loopback churn), `refused` (failure storm) or `pair` (veth, random drop)."""
 
     name: str
     mode: str
@@ -34,6 +34,7 @@ def phases(quick: bool) -> list[Phase]:
     """The phases of a run, in order. --quick shortens every one."""
     k = 0.4 if quick else 1.0
     return [
+        Phase("idle", "idle", 2 * k),  # no load: what the tracer costs by itself (and the host's own churn)
         Phase("1k", "loop", 4 * k, rate=1_000),
         Phase("10k", "loop", 3 * k, rate=10_000),
         Phase("saturation", "loop", 4 * k),
@@ -65,6 +66,11 @@ def _drive(lab: BenchLab, phase: Phase, port: int) -> tuple[dict, dict]:
         after = {ns: lab.tcp_counters(ns) for ns in (pair.client_ns, pair.server_ns)}
         retrans = sum(after[ns]["Tcp:RetransSegs"] - before[ns]["Tcp:RetransSegs"] for ns in after)
         return res, {"server_pid": srv["pid"], "accepted": srv["accepted"], "kernel_retransmits": retrans}
+    if phase.mode == "idle":
+        t0 = time.monotonic()
+        time.sleep(phase.seconds)
+        return {"mode": "idle", "ok": 0, "failed": 0, "attempts": 0, "rate": 0.0,
+                "elapsed_s": time.monotonic() - t0, "pid": -1}, {}
     load = gen.Load(phase.mode, port, phase.seconds, phase.rate, phase.threads)
     return gen.run(pair, lab.loop_ns, load), {}
 

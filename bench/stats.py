@@ -34,6 +34,10 @@ def derive(data: dict) -> dict:
                 if value is not None:
                     m.setdefault(key, []).append(value)
 
+            if name == "idle":
+                if ph.get("cpu_s") is not None:
+                    add("core_pct", 100 * ph["cpu_s"] / (g["elapsed_s"] + ph.get("settle_s", 0)))
+                continue
             add("rate", g["rate"])
             b = bare.get((run["round"], name))
             add("ratio", g["rate"] / b if b else None)
