@@ -1,6 +1,7 @@
 """connscope's benchmark: connection churn with and without tracers, side by side.
 
     sudo ./bench/run.sh [--quick] [--rounds N] [--configs a,b] [--no-profile] [--no-write]
+    ./bench/run.sh --from-json bench/results/results.json   # re-render only
 
 Runs every configuration (bare, connscope service mode, connscope
 per-connection mode, BCC tcplife and tcpstates) through the same phases of
@@ -61,7 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", help="comma-separated subset, e.g. bare,per-connection")
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of connscope")
     ap.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md and bench/results/")
+    ap.add_argument("--from-json", metavar="PATH", type=Path,
+                    help="no run: rewrite BENCHMARKS.md and the plot from a saved results.json")
     args = ap.parse_args(argv)
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        RESULTS.mkdir(exist_ok=True)
+        report.write_all(data, RESULTS)
+        print(report.summary_text(data), file=sys.stderr)
+        return 0
     rounds = args.rounds or (1 if args.quick else 3)
     t_start = time.monotonic()
 
