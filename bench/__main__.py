@@ -46,6 +46,10 @@ def _machine() -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=agents.REPO).stdout.strip()
     virt = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True).stdout.strip()
+    hyper = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True)
+                  .stdout.splitlines() if l.startswith("Hypervisor vendor")), "")
+    if hyper:
+        virt = f"{hyper} guest" + (f", {virt}" if virt and virt != "none" else "")
     bcc = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "bpfcc-tools"], capture_output=True,
                          text=True).stdout.strip()
     import os
