@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import pytest
 
+from .tlsproxy import tansu, tls_broker  # noqa: F401  (second tier: Tansu, and Tansu behind mutual TLS)
+
 # kafka-python speaks to the mock only when pinned to this protocol version.
 API_VERSION = (2, 3)
 
