@@ -17,7 +17,6 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
 from .tansu import TansuBroker, api_versions_ok, consume_to_end, unique_topic
-from .tansu import tansu  # noqa: F401  (the session fixture)
 
 CODECS = [None, "gzip", "lz4", "zstd", "snappy"]
 
@@ -32,7 +31,7 @@ def _send(bootstrap: str, topic: str, items, **conf):
         p.close(timeout=5)
 
 
-def test_create_topics_and_metadata(tansu):  # noqa: F811
+def test_create_topics_and_metadata(tansu):
     topic = unique_topic("meta")
     tansu.create_topic(topic, 3)
     with pytest.raises(TopicAlreadyExistsError):
@@ -45,7 +44,7 @@ def test_create_topics_and_metadata(tansu):  # noqa: F811
 
 
 @pytest.mark.parametrize("codec", CODECS, ids=lambda c: c or "none")
-def test_keyed_round_trip_per_codec(tansu, codec):  # noqa: F811
+def test_keyed_round_trip_per_codec(tansu, codec):
     topic, partitions = unique_topic(f"rt-{codec or 'none'}"), 3
     tansu.create_topic(topic, partitions)
     # Compressible, JSON-like values of a few hundred bytes, like the agent's records.
@@ -70,7 +69,7 @@ def test_keyed_round_trip_per_codec(tansu, codec):  # noqa: F811
         assert offsets == list(range(len(offsets)))
 
 
-def test_end_offsets_lag_behind_a_batch(tansu):  # noqa: F811
+def test_end_offsets_lag_behind_a_batch(tansu):
     """Why consume_to_end reads until idle: ListOffsets(latest) is the last batch's base + 1."""
     topic = unique_topic("eo")
     tansu.create_topic(topic, 1)

@@ -21,17 +21,16 @@ import pytest
 from ..agentrun import REPO
 from ..schema import assert_valid
 from .tansu import consume_to_end, unique_topic
-from .tansu import tansu  # noqa: F401  (the session fixture)
 
 pytestmark = pytest.mark.kernel
 CONNECTIONS = 5
 
 
-def read_records(tansu, topic: str, **kw) -> list[dict]:  # noqa: F811
+def read_records(tansu, topic: str, **kw) -> list[dict]:
     return [orjson.loads(m.value) for m in consume_to_end(tansu.bootstrap, topic, 1, **kw)]
 
 
-def wait_records(tansu, topic: str, predicate, count: int, timeout: float, proc) -> list[dict]:  # noqa: F811
+def wait_records(tansu, topic: str, predicate, count: int, timeout: float, proc) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         found = [r for r in read_records(tansu, topic, idle=0.2) if predicate(r)]
@@ -42,7 +41,7 @@ def wait_records(tansu, topic: str, predicate, count: int, timeout: float, proc)
         time.sleep(0.2)
 
 
-def test_agent_delivers_real_connection_records(tansu, tmp_path):  # noqa: F811
+def test_agent_delivers_real_connection_records(tansu, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root (the agent loads eBPF programs)")
     topic = unique_topic("agent")

@@ -21,7 +21,6 @@ from agent.sinks.kafka import KafkaSettings, KafkaSink, probe
 
 from ..schema import assert_valid
 from .tansu import consume_to_end, unique_topic
-from .tansu import tansu  # noqa: F401  (the session fixture)
 
 CODECS = ["none", "gzip", "lz4", "zstd", "snappy"]
 HOSTS = ("node-a", "node-b", "node-c")
@@ -112,7 +111,7 @@ def check_consumed(got, records: list[dict], key_of) -> None:
 
 
 @pytest.mark.parametrize("codec", CODECS)
-def test_every_record_back_intact_and_in_order_per_host(tansu, tmp_path, codec):  # noqa: F811
+def test_every_record_back_intact_and_in_order_per_host(tansu, tmp_path, codec):
     topic, partitions = unique_topic(f"sink-{codec}"), 3
     tansu.create_topic(topic, partitions)
     records = agent_records(400)
@@ -127,7 +126,7 @@ def test_every_record_back_intact_and_in_order_per_host(tansu, tmp_path, codec):
     check_consumed(got, records, key_of=lambda r: r["host"].encode())
 
 
-def test_topic_per_type_and_host_pid_key(tansu, tmp_path):  # noqa: F811
+def test_topic_per_type_and_host_pid_key(tansu, tmp_path):
     prefix = unique_topic("typed")
     settings = KafkaSettings(bootstrap=[tansu.bootstrap], topic=prefix + ".{type}", key="host_pid",
                              compression="zstd", linger_ms=5)

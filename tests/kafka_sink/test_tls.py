@@ -15,7 +15,6 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
 from .tansu import consume_to_end, unique_topic
-from .tlsproxy import tls_broker  # noqa: F401  (the session fixture)
 
 # Fail fast: kafka-python retries a bootstrap that fails its handshake for 30 s by default.
 FAST = dict(bootstrap_timeout_ms=2000, max_block_ms=2000, request_timeout_ms=3000)
@@ -26,7 +25,7 @@ def _refused(bootstrap: str, conf: dict) -> None:
         KafkaProducer(bootstrap_servers=bootstrap, **FAST, **conf).close()
 
 
-def test_mutual_tls_delivers_through_the_proxy(tls_broker):  # noqa: F811
+def test_mutual_tls_delivers_through_the_proxy(tls_broker):
     topic = unique_topic("tls")
     tls_broker.create_topic(topic, 2)
     before = tls_broker.proxy.handshakes_ok
@@ -43,7 +42,7 @@ def test_mutual_tls_delivers_through_the_proxy(tls_broker):  # noqa: F811
     assert tls_broker.proxy.handshakes_ok > before
 
 
-def test_broker_metadata_points_clients_at_the_proxy(tls_broker):  # noqa: F811
+def test_broker_metadata_points_clients_at_the_proxy(tls_broker):
     """Tansu advertises the proxy: no connection after bootstrap can skip TLS."""
     from kafka import KafkaConsumer
     c = KafkaConsumer(bootstrap_servers=tls_broker.bootstrap, group_id=None, **tls_broker.client_conf())
@@ -55,20 +54,20 @@ def test_broker_metadata_points_clients_at_the_proxy(tls_broker):  # noqa: F811
     assert {(b.host, b.port) for b in brokers} == {("127.0.0.1", tls_broker.proxy.port)}
 
 
-def test_wrong_ca_is_refused_by_the_client(tls_broker):  # noqa: F811
+def test_wrong_ca_is_refused_by_the_client(tls_broker):
     errors_before = len(tls_broker.proxy.handshake_errors)
     _refused(tls_broker.bootstrap, tls_broker.client_conf(ssl_cafile=tls_broker.certs.other_ca))
     # The client aborted: it could not chain the proxy's certificate to the CA it was given.
     assert set(tls_broker.proxy.handshake_errors[errors_before:]) == {"TLSV1_ALERT_UNKNOWN_CA"}
 
 
-def test_missing_client_certificate_is_refused_by_the_proxy(tls_broker):  # noqa: F811
+def test_missing_client_certificate_is_refused_by_the_proxy(tls_broker):
     errors_before = len(tls_broker.proxy.handshake_errors)
     _refused(tls_broker.bootstrap, tls_broker.client_conf(ssl_certfile=None, ssl_keyfile=None))
     assert set(tls_broker.proxy.handshake_errors[errors_before:]) == {"PEER_DID_NOT_RETURN_A_CERTIFICATE"}
 
 
-def test_hostname_mismatch_fails_only_with_the_check_on(tls_broker):  # noqa: F811
+def test_hostname_mismatch_fails_only_with_the_check_on(tls_broker):
     wrong = tls_broker.extra_proxy(tls_broker.certs.wrongname_cert, tls_broker.certs.wrongname_key)
     _refused(wrong.bootstrap, tls_broker.client_conf(ssl_check_hostname=True))
     assert wrong.handshakes_ok == 0
@@ -85,7 +84,7 @@ def test_hostname_mismatch_fails_only_with_the_check_on(tls_broker):  # noqa: F8
     assert wrong.handshakes_ok >= 1
 
 
-def test_the_certificates_chain_and_name_as_intended(tls_broker):  # noqa: F811
+def test_the_certificates_chain_and_name_as_intended(tls_broker):
     """Guards the fixture itself: a handshake with Python's ssl against the proxy."""
     import socket
     ctx = ssl.create_default_context(cafile=tls_broker.certs.ca)

@@ -13,7 +13,6 @@ from agent.sinks.kafka import KafkaSettings, KafkaSink, probe
 
 from .tansu import consume_to_end, unique_topic
 from .test_tansu_sink import agent_records, check_consumed, run_sink
-from .tlsproxy import tls_broker  # noqa: F401  (the session fixture)
 
 
 def tls_settings(tb, topic: str, **overrides) -> KafkaSettings:
@@ -49,7 +48,7 @@ def assert_one_line(text: str, *names: str) -> None:
         assert name in text, f"{name} not named in: {text}"
 
 
-def test_mutual_tls_delivers_every_record(tls_broker, tmp_path):  # noqa: F811
+def test_mutual_tls_delivers_every_record(tls_broker, tmp_path):
     topic = unique_topic("tls-sink")
     tls_broker.create_topic(topic, 2)
     settings = tls_settings(tls_broker, topic, request_timeout_ms=10000)
@@ -62,7 +61,7 @@ def test_mutual_tls_delivers_every_record(tls_broker, tmp_path):  # noqa: F811
     check_consumed(got, records, key_of=lambda r: r["host"].encode())
 
 
-def test_wrong_ca_names_ssl_cafile_and_loses_nothing(tls_broker, tmp_path):  # noqa: F811
+def test_wrong_ca_names_ssl_cafile_and_loses_nothing(tls_broker, tmp_path):
     topic = unique_topic("tls-ca")
     tls_broker.create_topic(topic, 1)
     bad = tls_settings(tls_broker, topic, ssl_cafile=tls_broker.certs.other_ca)
@@ -84,7 +83,7 @@ def test_wrong_ca_names_ssl_cafile_and_loses_nothing(tls_broker, tmp_path):  # n
     check_consumed(got, records, key_of=lambda r: r["host"].encode())
 
 
-def test_hostname_mismatch_fails_with_the_check_on_and_delivers_with_it_off(tls_broker, tmp_path):  # noqa: F811
+def test_hostname_mismatch_fails_with_the_check_on_and_delivers_with_it_off(tls_broker, tmp_path):
     topic = unique_topic("tls-name")
     tls_broker.create_topic(topic, 1)
     wrong = tls_broker.extra_proxy(tls_broker.certs.wrongname_cert, tls_broker.certs.wrongname_key)
@@ -105,7 +104,7 @@ def test_hostname_mismatch_fails_with_the_check_on_and_delivers_with_it_off(tls_
     assert wrong.handshakes_ok >= 1  # the mismatched certificate was accepted, not bypassed
 
 
-def test_missing_client_certificate_names_ssl_certfile(tls_broker, tmp_path):  # noqa: F811
+def test_missing_client_certificate_names_ssl_certfile(tls_broker, tmp_path):
     topic = unique_topic("tls-nocert")
     tls_broker.create_topic(topic, 1)
     errors_before = len(tls_broker.proxy.handshake_errors)

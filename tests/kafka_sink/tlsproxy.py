@@ -28,8 +28,9 @@ from ipaddress import IPv4Address
 import pytest
 
 from .tansu import TansuBroker, _SKIP_REASON
+from .tansu import tansu  # noqa: F401  (re-exported: conftest.py takes both Tansu-tier fixtures from here)
 
-__all__ = ["Certs", "make_certs", "TlsProxy", "TlsBroker", "tls_broker"]
+__all__ = ["Certs", "make_certs", "TlsProxy", "TlsBroker", "tls_broker", "tansu"]
 
 
 @dataclass(frozen=True)
