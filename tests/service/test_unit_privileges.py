@@ -14,7 +14,7 @@ import pytest
 from agent.kernel import privileges
 
 from ..schema import assert_valid
-from .unitfile import AGENT_CMD, cap_mask, is_root, setpriv_argv, status_fields, unit_caps
+from .unitfile import AGENT_CMD, cap_mask, is_root, port_filter, setpriv_argv, status_fields, unit_caps
 
 pytestmark = [
     pytest.mark.skipif(not is_root(), reason="needs root (useradd, eBPF)"),
@@ -25,19 +25,25 @@ pytestmark = [
 class UserAgent:
     """The agent under setpriv; records are read from its stdout file and validated."""
 
-    def __init__(self, user, caps, tmp_path):
+    def __init__(self, user, caps, tmp_path, *args):
         self.out_path, self.err_path = tmp_path / "records.jsonl", tmp_path / "stderr.txt"
+        self._pos, self._recs = 0, []
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen([*setpriv_argv(user.name, caps), *AGENT_CMD], stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, cwd="/")
+            self.proc = subprocess.Popen([*setpriv_argv(user.name, caps), *AGENT_CMD, *args], stdout=out,
+                                         stderr=err, stdin=subprocess.DEVNULL, cwd="/")
 
     def records(self) -> list[dict]:
-        lines = self.out_path.read_bytes().splitlines(keepends=True)
-        recs = [json.loads(line) for line in lines if line.endswith(b"\n")]
-        for i, r in enumerate(recs, 1):
+        with open(self.out_path, "rb") as f:
+            f.seek(self._pos)
+            data = f.read()
+        data = data[:data.rfind(b"\n") + 1]
+        self._pos += len(data)
+        for line in data.splitlines():
+            r = json.loads(line)
             assert_valid(r)
-            assert r["seq"] == i
-        return recs
+            assert r["seq"] == len(self._recs) + 1
+            self._recs.append(r)
+        return self._recs
 
     def wait_for(self, predicate, count=1, timeout=15.0) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -70,7 +76,7 @@ def test_unit_capabilities_attach_and_record_a_loopback_connection(temp_user, tm
     srv.bind(("127.0.0.1", 0))
     srv.listen(4)  # before the agent starts: only its /proc scan can find the owner
     port = srv.getsockname()[1]
-    agent = UserAgent(temp_user, caps, tmp_path)
+    agent = UserAgent(temp_user, caps, tmp_path, *port_filter(port))  # other tests' traffic stays out
     try:
         start = agent.wait_for(lambda r: r["type"] == "agent" and r["event"] == "start", timeout=90)[0]
         st = status_fields(agent.proc.pid)

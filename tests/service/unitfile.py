@@ -16,6 +16,11 @@ INSTALL = REPO / "scripts" / "install.sh"
 # unit's own command is `run`; `trace --json` prints the same records.
 AGENT_CMD = (str(REPO / "connscope"), "trace", "--json")
 
+
+def port_filter(port: int) -> tuple[str, ...]:
+    """Only records with this port at either end (`trace` and `run` spell it alike)."""
+    return ("--port", str(port))
+
 # capability name -> bit (linux/capability.h)
 CAP_BITS = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
 
