@@ -23,13 +23,7 @@ def apply(daemon, old: Config, new: Config) -> dict:
     restart = restart_keys(old, new)
     changed = [k for k in changed_keys(old, new) if k not in restart]
     pipe = daemon.pipe
-    pipe.filter = event_filter(new)
-    pipe.connections = new.agent.connections
-    pipe.diagnoser.t = new.diagnosis_thresholds()
-    pipe.aggregator.thresholds = new.window_thresholds()
-    pipe.aggregator.window_ns = int(new.agent.window * 1e9)
-    daemon.overload.budget = new.agent.cpu_budget
-    daemon.status_interval = new.agent.status_interval
+    # the sink first: if it cannot open, nothing else has changed yet
     if any(k.startswith("kafka.") or k == "agent.output" for k in changed):
         # Close before opening: both would use the same spool directory. The
         # writer thread (this one) is busy here, so nothing is written between.
@@ -40,4 +34,11 @@ def apply(daemon, old: Config, new: Config) -> dict:
         except Exception:
             pipe.emitter.sink = open_sink(old)  # keep delivering with what worked
             raise
+    pipe.filter = event_filter(new)
+    pipe.connections = new.agent.connections
+    pipe.diagnoser.t = new.diagnosis_thresholds()
+    pipe.aggregator.thresholds = new.window_thresholds()
+    pipe.aggregator.window_ns = int(new.agent.window * 1e9)
+    daemon.overload.budget = new.agent.cpu_budget
+    daemon.status_interval = new.agent.status_interval
     return {"applied": changed, "restart_required": restart}
