@@ -218,3 +218,23 @@ def test_errors_name_the_netns(netpair):
     with pytest.raises(ZeroDivisionError):
         in_netns(client_path, lambda: 1 / 0)
     assert ns_inode("/proc/self/ns/net") == main_ns
+
+
+def test_own_namespace_needs_no_cap_sys_admin(netpair):
+    """The service unit has no CAP_SYS_ADMIN, which setns(2) needs even to
+    enter the namespace it is already in: in_netns must not call it then,
+    while entering another namespace still fails without it."""
+    import shutil
+    import sys
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is missing")
+    other = f"/run/netns/{netpair.client_ns}"
+    code = ("import os; from agent.ports import in_netns, PortReadError\n"
+            "print(in_netns(f'/proc/{os.getpid()}/ns/net', lambda: 'own'))\n"
+            f"try:\n    in_netns({other!r}, lambda: 'other')\n"
+            "except PortReadError as e:\n    print(__import__('errno').errorcode[e.errno])\n")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cp = subprocess.run(["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", sys.executable, "-c", code],
+                        capture_output=True, text=True, timeout=30, cwd=repo)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.split() == ["own", "EPERM"]
