@@ -21,7 +21,8 @@ STAMP="$VENV/.connscope-pip-stamp"
 SYS_PY=/usr/bin/python3
 KVER="$(uname -r)"
 APT_LOG=/tmp/connscope-setup-apt.log
-PKGS=(python3-bpfcc bpfcc-tools bpftool linux-headers-amd64 nftables iptables iproute2 python3-venv tmux)
+PKGS=(python3-bpfcc bpfcc-tools bpftool linux-headers-amd64 nftables iptables iproute2 python3-venv tmux
+      systemd systemd-container util-linux)  # systemd-analyze, systemd-nspawn (service tests), setpriv
 
 info() { [[ "${CONNSCOPE_SETUP_QUIET:-0}" == 1 ]] || echo "connscope setup: $*" >&2; }
 # note: a one-time change to the system worth knowing about; shown even when quiet.
