@@ -11,7 +11,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-from .privileges import effective_caps, missing_caps
+from .privileges import degraded_caps, effective_caps, missing_caps
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,14 @@ def _caps() -> Item:
         return Item("privileges", False, f"{detail}; missing {', '.join(missing)}",
                     "run as root, or grant CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH (see systemd/connscope.service)")
     return Item("privileges", True, detail)
+
+
+def _optional_caps() -> list[Item]:
+    where = {"CAP_SYS_ADMIN": "systemd/dropins/netns-ports.conf adds it"}
+    return [Item(name, False, f"without it: {lost}",
+                 f"grant {name} ({where.get(name, 'AmbientCapabilities= in systemd/connscope.service')})",
+                 required=False)
+            for name, lost in degraded_caps()]
 
 
 def _tracefs() -> Item:
@@ -70,4 +78,4 @@ def _cgroup2() -> Item:
 
 
 def host_items() -> list[Item]:
-    return [_caps(), _tracefs(), _headers(), _btf(), _cgroup2()]
+    return [_caps(), *_optional_caps(), _tracefs(), _headers(), _btf(), _cgroup2()]

@@ -39,7 +39,8 @@ NEEDED = {
 }
 OPTIONAL = {
     CAP_SYS_PTRACE: ("CAP_SYS_PTRACE", "owners of other users' listeners older than the agent, and exe paths"),
-    CAP_SYS_ADMIN: ("CAP_SYS_ADMIN", "TIME_WAIT counts per network namespace (port_exhaustion_risk)"),
+    CAP_SYS_ADMIN: ("CAP_SYS_ADMIN", "TIME_WAIT counts inside other network namespaces "
+                                     "(port_exhaustion_risk for containers)"),
 }
 GRANT = "CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH"
 

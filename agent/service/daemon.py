@@ -39,7 +39,12 @@ class Daemon:
         self.pipe = self.overload = self.board = None
 
     def run(self) -> None:
+        import faulthandler
+
         from ..kernel.listeners import current_listeners
+        # The watchdog kills a stuck agent with SIGABRT: leave every thread's
+        # stack in the journal, so the hang can be found.
+        faulthandler.enable()
         from ..kernel.loader import Tracer
         from ..pipeline import Pipeline
 

@@ -12,9 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "connscope.service"
 INSTALL = REPO / "scripts" / "install.sh"
 
-# The command the service-shaped tests run the agent with. One constant: the
-# unit's own command is `run`; `trace --json` prints the same records.
-AGENT_CMD = (str(REPO / "connscope"), "trace", "--json")
+# The command the service-shaped tests run the agent with: the unit's own.
+AGENT_CMD = (str(REPO / "connscope"), "run")
 
 
 def port_filter(port: int) -> tuple[str, ...]:
