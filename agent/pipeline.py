@@ -70,7 +70,7 @@ class Pipeline:
     REAP_S = 5.0
 
     def __init__(self, tracer, builder: RecordBuilder, sink: Sink, event_filter: EventFilter | None = None,
-                 queue_max: int = 200_000, aggregator: WindowAggregator | None = None,
+                 queue_max: int = 50_000, aggregator: WindowAggregator | None = None,
                  diagnoser: Diagnoser | None = None, connections: bool = True, port_usage=None,
                  failures_always: bool = False):
         self.tracer = tracer

@@ -38,8 +38,10 @@ class AgentSection:
     status_interval: float = key("seconds between `agent` status records (0 = none)", minimum=0.0, default=60.0)
     cpu_budget: float = key("share of one core the agent's user-space loop may use before it samples "
                             "per-connection records (summaries stay exact)", minimum=0.01, default=0.25)
+    # About 700 bytes per queued event: 50,000 bound the queue near 35 MB, on
+    # top of the kernel's own ring buffer (8 MiB, about 58,000 records).
     queue_max: int = key("events the user-space queue holds before it drops (counted as lost, stage queue)",
-                         minimum=1000, reload="restart", default=200_000)
+                         minimum=1000, reload="restart", default=50_000)
     buffer_pages: int = key("kernel ring buffer size in 4 KiB pages, a power of two",
                             minimum=1, reload="restart", default=2048)
     strict: bool = key("fail at start when an optional hook cannot attach", reload="restart", default=False)
