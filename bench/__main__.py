@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
         configs = [c for c in configs if c.name in wanted]
     plan = runner.phases(args.quick)
-    settle_cap = 4.0 if args.quick else 10.0
+    settle_cap = 4.0 if args.quick else 8.0
     runs: list[dict] = []
     prof: dict = {}
     with BenchLab() as lab:

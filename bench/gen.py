@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,20 +53,34 @@ class Load:
                 "--duration", str(self.seconds), "--dests", str(self.dests)]
 
 
-def run(pair, ns: str, load: Load) -> dict:
-    """Run the generator to its end inside `ns`; returns its JSON result plus its pid."""
-    proc = pair.popen(ns, load.argv())
-    try:
-        out, err = proc.communicate(timeout=load.seconds + 30)
-    except subprocess.TimeoutExpired:
+def _reap(proc, timeout: float) -> tuple[bytes, bytes, float]:
+    """Read proc's output to its end and reap it with wait4: (stdout, stderr, its CPU seconds)."""
+    def kill() -> None:
         proc.kill()
-        out, err = proc.communicate()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    try:
+        out, err = proc.stdout.read(), proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return out, err, usage.ru_utime + usage.ru_stime
+
+
+def run(pair, ns: str, load: Load) -> dict:
+    """Run the generator to its end inside `ns`; returns its JSON result, pid and CPU seconds."""
+    proc = pair.popen(ns, load.argv())
+    out, err, cpu = _reap(proc, load.seconds + 30)
+    if proc.returncode < 0:
         raise BenchError(f"generator {load.mode} on port {load.port} did not finish: {err.decode()[-400:]}")
     if proc.returncode != 0:
         raise BenchError(f"generator {load.mode} on port {load.port} failed ({proc.returncode}): "
                          f"{err.decode()[-400:]}")
     result = json.loads(out.decode().strip().splitlines()[-1])
     result["pid"] = proc.pid
+    result["cpu_s"] = cpu
     return result
 
 
@@ -83,7 +99,8 @@ def start_server(pair, ns: str, addr: str, port: int, seconds: float, threads: i
 def finish_server(proc) -> dict:
     """Stop a server started by start_server (SIGTERM); returns its JSON result plus its pid."""
     proc.terminate()
-    out, _ = proc.communicate(timeout=30)
+    out, _, cpu = _reap(proc, 30)
     result = json.loads(out.decode().strip().splitlines()[-1])
     result["pid"] = proc.pid
+    result["cpu_s"] = cpu
     return result

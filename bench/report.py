@@ -72,7 +72,7 @@ def _targets(d: dict) -> list[str]:
 def _all_configs(d: dict) -> list[str]:
     rows = ["| Configuration | Saturation conn/s | vs bare | CPU s / 10k conn @1k/s | @10k/s | @saturation | "
             "CPU % of a core @saturation | Records complete @saturation | Lost @saturation | Start-up s | "
-            "Peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "Peak RSS MB | Other load @saturation |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, label in CONFIG_LABEL.items():
         if cfg not in d:
             continue
@@ -84,7 +84,8 @@ def _all_configs(d: dict) -> list[str]:
             cell(c.get("1k", {}).get("cpu_per_10k"), "{:.3f}"), cell(c.get("10k", {}).get("cpu_per_10k"), "{:.3f}"),
             cell(sat.get("cpu_per_10k"), "{:.3f}"), cell(sat.get("core_pct"), "{:.0f}", "%"),
             cell(sat.get("complete"), "{:.2f}", "%"), cell(sat.get("lost")),
-            cell(c["_run"]["startup_s"], "{:.2f}"), cell(c["_run"]["peak_rss_mb"])]) + " |")
+            cell(c["_run"]["startup_s"], "{:.2f}"), cell(c["_run"]["peak_rss_mb"]),
+            cell(sat.get("other_load_pct"), "{:.0f}", "%")]) + " |")
     return rows
 
 
@@ -199,6 +200,9 @@ def generated_markdown(data: dict) -> str:
                     for p in data["phases"] if p["mode"] != "idle")
         + ". Failure storm: connects to a closed port (ECONNREFUSED), two threads. Retransmit: a veth pair "
         "with nftables dropping 2% of the packets each way at random, 64 blocking client threads.",
+        "- Throughput ratio at saturation: against a bare saturation run of the same length made just before "
+        "each tracer starts (paired), since the machine's other load drifts; other phases compare with the "
+        "bare run of the same round.",
         "- Each round runs every configuration once, the order rotated per round. A tracer starts once per "
         "run; its CPU (user + sys of all its threads, from schedstat) is charged to a phase from the phase's "
         "start until it is idle again, so a tracer that lags pays for its backlog.",
@@ -207,6 +211,9 @@ def generated_markdown(data: dict) -> str:
         "closes), 1 per failed connect; service mode compares summary counts (connects, accepts, closes) of "
         "the generator's pid; tcplife 2 lines, tcpstates 10 (5 state changes per side). Lost: connscope's "
         "`lost` records (by time), BCC's `Possibly lost N samples`.",
+        "- Other load: CPU the rest of the machine used during the phase (all cores busy time from /proc/stat "
+        "less the tracer and the generator), % of all cores. Other engineers' test suites share this machine, "
+        "so it is the noise to read the figures against.",
         "- Start-up: exec to the first line (connscope's `agent` start record; a BCC tool's header, flushed by "
         "`bench/bcc_ready.py` at its first poll). Peak RSS: VmHWM at the end of the run.", "",
         *_capped(data),

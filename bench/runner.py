@@ -9,6 +9,7 @@ work a lagging tracer does later is still charged to the phase that caused it.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -35,14 +36,26 @@ def phases(quick: bool) -> list[Phase]:
     k = 0.4 if quick else 1.0
     return [
         Phase("idle", "idle", 2 * k),  # no load: what the tracer costs by itself (and the host's own churn)
-        Phase("1k", "loop", 4 * k, rate=1_000),
+        Phase("1k", "loop", 3 * k, rate=1_000),
         Phase("10k", "loop", 3 * k, rate=10_000),
-        Phase("saturation", "loop", 4 * k),
+        Phase("saturation", "loop", 3 * k),
         # two client threads: connect() to a closed port is cheap enough that one thread cannot fill two cores
         Phase("failure_storm", "refused", 2 * k, threads=2),
         # blocking connects stall ~1 s on every dropped SYN: many threads keep the rate up
         Phase("retransmit", "pair", 3 * k, rate=300, threads=64, drop_pct=2.0),
     ]
+
+
+def host_busy_s() -> float:
+    """CPU seconds all cores spent in tasks (and stolen by the hypervisor) since boot (/proc/stat).
+
+    irq and softirq time are left out: the loopback's packet processing runs
+    there, and the kernel charges it to no task, so it is the generator's own
+    work that its rusage does not show.
+    """
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[7]) / 100  # user nice system steal, USER_HZ = 100
 
 
 def _log(msg: str) -> None:
@@ -65,7 +78,8 @@ def _drive(lab: BenchLab, phase: Phase, port: int) -> tuple[dict, dict]:
         time.sleep(0.5)  # lost FINs are retransmitted after ~200 ms; let them finish
         after = {ns: lab.tcp_counters(ns) for ns in (pair.client_ns, pair.server_ns)}
         retrans = sum(after[ns]["Tcp:RetransSegs"] - before[ns]["Tcp:RetransSegs"] for ns in after)
-        return res, {"server_pid": srv["pid"], "accepted": srv["accepted"], "kernel_retransmits": retrans}
+        return res, {"server_pid": srv["pid"], "server_cpu_s": srv["cpu_s"], "accepted": srv["accepted"],
+                     "kernel_retransmits": retrans}
     if phase.mode == "idle":
         t0 = time.monotonic()
         time.sleep(phase.seconds)
@@ -98,6 +112,11 @@ def run_config(lab: BenchLab, config: Config, plan: list[Phase], port_base: int,
     """One run of `config` through every phase of `plan`; returns its measurements."""
     tracer = Tracer(config, tag)
     result: dict = {"config": config.name, "phases": {}}
+    sat = next((p for p in plan if p.name == "saturation"), None)
+    if config.argv and sat is not None:
+        # Bare saturation right before this run: other users' load on the machine changes within
+        # minutes, so the ratio to a bare run seconds away is the fair one.
+        result["paired_bare"] = gen.run(lab.pair, lab.loop_ns, gen.Load("loop", port_base + 9, sat.seconds))
     ports: dict[int, str] = {}
     pids: dict[int, str] = {}
     windows: dict[str, tuple[float, float]] = {}
@@ -110,10 +129,13 @@ def run_config(lab: BenchLab, config: Config, plan: list[Phase], port_base: int,
             port = port_base + i
             ports[port] = phase.name
             err0 = tracer.err_path.stat().st_size if tracer.err_path else 0
-            w0, cpu0 = time.time(), tracer.cpu_s()
+            w0, cpu0, busy0, m0 = time.time(), tracer.cpu_s(), host_busy_s(), time.monotonic()
             res, extra = _drive(lab, phase, port)
             settled = tracer.settle(settle_cap_s)
             cpu = tracer.cpu_s() - cpu0
+            # Everything else the machine did meanwhile (other users' work: noise), % of all cores.
+            other = host_busy_s() - busy0 - cpu - res.get("cpu_s", 0) - extra.get("server_cpu_s", 0)
+            other_pct = 100 * max(0.0, other) / ((time.monotonic() - m0) * (os.cpu_count() or 1))
             tracer.sample_rss()
             windows[phase.name] = (w0, time.time())
             err_spans[phase.name] = (err0, tracer.err_path.stat().st_size if tracer.err_path else 0)
@@ -123,6 +145,7 @@ def run_config(lab: BenchLab, config: Config, plan: list[Phase], port_base: int,
             result["phases"][phase.name] = {
                 "port": port, "generator": res, **extra, "cpu_s": cpu if config.argv else None,
                 "settle_s": settled, "expected": expected_records(config, phase, res),
+                "other_load_pct": round(other_pct, 1),
             }
         tracer.stop()
         result["peak_rss_mb"] = tracer.peak_rss_mb if config.argv else None

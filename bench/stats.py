@@ -10,7 +10,7 @@ def derive(data: dict) -> dict:
 
     Metrics per phase: rate (connections or refused attempts per second the
     generator reached), ratio (rate / bare's rate in the same round and
-    phase), cpu_per_10k (tracer CPU seconds per 10,000 connections), core_pct
+    phase; at saturation, bare's rate measured just before this run), cpu_per_10k (tracer CPU seconds per 10,000 connections), core_pct
     (tracer CPU as % of one core from the phase's start until the tracer
     caught up), complete (% of
     the expected records seen), lost (records the tracer said it lost),
@@ -34,12 +34,15 @@ def derive(data: dict) -> dict:
                 if value is not None:
                     m.setdefault(key, []).append(value)
 
+            add("other_load_pct", ph.get("other_load_pct"))
             if name == "idle":
                 if ph.get("cpu_s") is not None:
                     add("core_pct", 100 * ph["cpu_s"] / (g["elapsed_s"] + ph.get("settle_s", 0)))
                 continue
             add("rate", g["rate"])
             b = bare.get((run["round"], name))
+            if name == "saturation" and run.get("paired_bare"):
+                b = run["paired_bare"]["rate"]  # measured just before this run
             add("ratio", g["rate"] / b if b else None)
             if ph.get("cpu_s") is not None and conns:
                 add("cpu_per_10k", ph["cpu_s"] / conns * 1e4)
