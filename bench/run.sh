@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # connscope benchmark, the one command (as root, from a checkout):
 #
-#   sudo ./bench/run.sh            # full run: about 8 minutes on 2 cores
+#   sudo ./bench/run.sh            # full run: about 6.5 minutes on 2 cores
 #   sudo ./bench/run.sh --quick    # short phases, one round (development)
 #
 # Sets up the machine (scripts/setup.sh), installs what only the bench needs
