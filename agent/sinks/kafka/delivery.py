@@ -31,11 +31,13 @@ import orjson
 
 from ...errors import ConnscopeError
 from ..spool import Cursor, Spool
+from .client import RecoveringClient
 from .explain import KafkaLog, explain, is_record_error
 from .settings import KafkaSettings
 
 RESERVE = 256 << 10  # spool headroom that only `lost` records may use
 REPLAY_BATCH = 500  # records read from a spool at a time
+REPLAY_ROUND = 500  # records replayed before the thread looks at new ones again
 METADATA_WAIT_MS = 2000  # longest a send blocks the sink thread for topic metadata
 PROBE_BACKOFF = (0.5, 5.0)  # seconds between probes while brokers fail, doubling
 SYNC_EVERY_S = 1.0  # fsync spools written to, at most this often
@@ -132,6 +134,7 @@ class Delivery:
             reconnect_backoff_max_ms=1000,  # a broker that comes back is found within a second
             bootstrap_timeout_ms=min(self.settings.request_timeout_ms, 5000),
             metrics_enabled=False,
+            kafka_client=RecoveringClient,
         )
         return conf
 
@@ -302,22 +305,27 @@ class Delivery:
         self._dropping = bool(dropped)
 
     # --- replay --------------------------------------------------------------------
-    def replay(self) -> None:
+    def replay(self) -> bool:
         """Hands spooled records over, oldest first: all of them while healthy, one as
-        a probe every few seconds while not."""
+        a probe every few seconds while not. True when it stopped with more to do
+        (it hands over at most REPLAY_ROUND records per call, so the thread
+        keeps taking in new records)."""
         if self.producer is None or self.closed:
-            return
+            return False
         src = self.retry if self.retry.unread else self.backlog if self.backlog.unread else None
         if src is None:
             if self._held:
                 self._spool([], [])
-            return
+            return False
         if not self.healthy:
             if any(e[1] is not None for e in self.inflight.values()) or time.monotonic() < self._probe_at:
-                return
+                return False
             self._probe_at = time.monotonic() + self._backoff
         limit = self.settings.max_in_flight_bytes
+        handed = 0
         while self.inflight_bytes < limit and src.unread:
+            if handed >= REPLAY_ROUND:
+                return True
             want = REPLAY_BATCH if self.healthy else 1
             items, cur = src.spool.read(want, start=src.ahead)
             self._check_corrupt(src)
@@ -343,9 +351,11 @@ class Delivery:
                 batch.failed = src.failed = True
                 self.trouble(exc, topic=topic)
                 break
+            handed += len(items)
             self._settle(src)
             if not self.healthy:
                 break
+        return False
 
     def _check_corrupt(self, src: Source) -> None:
         delta = src.spool.corrupt - self._corrupt_seen[src.name]

@@ -87,7 +87,7 @@ def explain(exc: BaseException | None, log_text: str, bootstrap: list[str], topi
         return "kafka: the broker refused a record as too large (fix: raise the topic's max.message.bytes)"
     if "connection refused" in low or "econnrefused" in low or "errno 111" in low:
         return f"kafka: no broker reachable: {where} refused the connection (fix: start the broker or correct kafka.bootstrap)"
-    if isinstance(exc, (kerr.KafkaTimeoutError, kerr.NoBrokersAvailable)) or "unable to bootstrap" in low \
+    if isinstance(exc, kerr.KafkaTimeoutError) or "unable to bootstrap" in low \
             or "timed out" in low or "timeout" in low:
         return (f"kafka: no broker at {where} answered in time "
                 "(fix: check that the brokers are up and kafka.bootstrap is right)")

@@ -22,7 +22,7 @@ from .delivery import METADATA_WAIT_MS, PROBE_BACKOFF, Delivery, make_router
 from .settings import KafkaSettings
 
 INTAKE_MAX_BYTES = 32 << 20  # written, not yet routed: write() waits beyond this
-FLUSH_WAIT_S = 0.25  # longest flush() waits for the sink thread
+FLUSH_WAIT_S = 0.5  # longest flush() waits for the sink thread, beyond a metadata wait
 IDLE_WAIT_S = 0.05
 
 
@@ -42,6 +42,7 @@ class KafkaSink:
         self._intake_bytes = 0
         self._written = 0  # records accepted by write()
         self._routed = 0  # of those, records the thread has handed on
+        self._taken_bytes = 0  # taken by the thread from the intake, not yet handed on
         self._done: deque = deque()  # (token, exception or None) from kafka-python's thread
         self._stop = False
         self._error: BaseException | None = None
@@ -69,11 +70,19 @@ class KafkaSink:
             self._written += 1
 
     def flush(self) -> None:
+        """Wakes the sink thread. Waits (briefly) for it to hand the records on
+        only when the spool could overflow, so that `take_losses()` right after
+        knows of every drop: a full spool is the only cause of one."""
         with self._cv:
             self._check()
             target = self._written
             self._cv.notify_all()
-            deadline = time.monotonic() + FLUSH_WAIT_S
+            room = self.settings.spool_max_bytes - self.delivery.backlog.spool.size_bytes
+            pending = self._intake_bytes + self._taken_bytes + 16 * (self._written - self._routed)
+            if room > pending + (1 << 20):
+                return
+            # the thread may be in a metadata wait: outlast it, drops are at stake
+            deadline = time.monotonic() + FLUSH_WAIT_S + METADATA_WAIT_MS / 1000
             while self._routed < target and self._thread.is_alive():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -136,22 +145,24 @@ class KafkaSink:
 
     def _main(self) -> None:
         d = self.delivery
+        busy = False  # replay has more to hand over right away
         try:
             while True:
                 with self._cv:
-                    if not (self._intake or self._done or self._stop):
+                    if not (self._intake or self._done or self._stop or busy):
                         self._cv.wait(IDLE_WAIT_S)
-                    items, self._intake, self._intake_bytes = self._intake, [], 0
+                    items, self._intake = self._intake, []
+                    self._taken_bytes, self._intake_bytes = self._intake_bytes, 0
                     taken, stop = self._written, self._stop
                 d.handle(self._drain_done())
                 self._connect()
                 d.route_fresh(items)
                 with self._cv:
-                    self._routed = taken
+                    self._routed, self._taken_bytes = taken, 0
                     self._cv.notify_all()
                 if stop:
                     break
-                d.replay()
+                busy = d.replay()
                 d.housekeeping()
             d.shutdown(time.monotonic() + self.settings.flush_timeout_s, self._drain_done)
         except BaseException as exc:  # a bug: make write() say so rather than block

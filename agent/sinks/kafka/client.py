@@ -1,0 +1,31 @@
+"""kafka-python's network client, with one fix for recovering from a full outage.
+
+In kafka-python 3.0.12, `maybe_connect()` and `ready()` catch only
+NodeNotReadyError, but the connection manager raises UnknownBrokerIdError
+for a leader that the last metadata response did not list (as happens while
+brokers come back one by one). The producer's sender loop then fails on every
+pass before it polls, so metadata is never refreshed and batches wait until
+their delivery timeout. Here that error asks for fresh metadata instead.
+Passed to KafkaProducer through its documented `kafka_client` option.
+"""
+
+from __future__ import annotations
+
+from kafka import errors as kerr
+from kafka.net.compat import KafkaNetClient
+
+
+class RecoveringClient(KafkaNetClient):
+    def maybe_connect(self, node_id, **kwargs):
+        try:
+            return super().maybe_connect(node_id, **kwargs)
+        except kerr.UnknownBrokerIdError:
+            self.cluster.request_update()
+            return None
+
+    def ready(self, node_id, **kwargs):
+        try:
+            return super().ready(node_id, **kwargs)
+        except kerr.UnknownBrokerIdError:
+            self.cluster.request_update()
+            return False
