@@ -121,6 +121,7 @@ class Delivery:
         self._synced = time.monotonic()
         self._dropping = False
         self._warned: tuple[str, float] | None = None
+        self._log_mark = time.time()  # kafka-python's messages before this are about older trouble
 
     # --- producer --------------------------------------------------------------
     def producer_config(self) -> dict:
@@ -138,19 +139,19 @@ class Delivery:
         )
         return conf
 
-    def set_producer(self, producer, error: BaseException | None, log_text: str) -> None:
+    def set_producer(self, producer, error: BaseException | None, log_lines: list[str]) -> None:
         """The result of a connection attempt (made on a helper thread)."""
         if producer is not None:
             self.producer = producer
             return
-        self.trouble(error, log_text)
+        self.trouble(error, log_lines)
 
     # --- state -----------------------------------------------------------------
-    def trouble(self, exc: BaseException | None, log_text: str | None = None, topic: str | None = None) -> None:
+    def trouble(self, exc: BaseException | None, log_lines: list[str] | None = None, topic: str | None = None) -> None:
         """Delivery failed: spool until a probe gets through."""
-        if log_text is None:
-            log_text = self.log.since(time.time() - 10)
-        msg = explain(exc, log_text, self.settings.bootstrap, topic or self.settings.topics()[0])
+        if log_lines is None:  # kafka-python's messages since delivery last worked
+            log_lines = self.log.since(self._log_mark)
+        msg = explain(exc, log_lines, self.settings.bootstrap, topic or self.settings.topics()[0])
         self.last_error = msg
         was, self.healthy = self.healthy, False
         now = time.monotonic()
@@ -164,6 +165,7 @@ class Delivery:
         if not self.healthy:
             self.healthy = True
             self._backoff = PROBE_BACKOFF[0]
+            self._log_mark = time.time()
             waiting = self.retry.spool.size_bytes + self.backlog.spool.size_bytes
             self.warn(f"connscope: kafka: delivering again; replaying {waiting} spooled bytes")
 
@@ -183,6 +185,8 @@ class Delivery:
             fut = self.producer.send(topic, value=value, key=key)
         except Exception as exc:  # metadata timeout, authorization, a record too large...
             return exc
+        if fut.failed():  # kafka-python returns some send() errors as a failed future
+            return fut.exception
         self._token += 1
         tok, size = self._token, len(value) + len(key)
         self.inflight[tok] = (size, src, batch, value)
@@ -198,7 +202,7 @@ class Delivery:
     def _reject(self, exc: BaseException) -> None:
         self.c.rejected += 1
         self.losses.append((1, "rejected"))
-        self.last_error = explain(exc, "", self.settings.bootstrap)
+        self.last_error = explain(exc, [], self.settings.bootstrap)
 
     # --- acknowledgements --------------------------------------------------------
     def handle(self, events) -> None:

@@ -12,6 +12,8 @@ import ssl
 import threading
 import time
 
+from kafka import errors as kerr
+
 from .explain import KafkaLog, explain
 from .settings import KafkaSettings, parse_address
 
@@ -46,19 +48,23 @@ def _transport(settings: KafkaSettings, addr: str, timeout: float) -> tuple[str,
         sock = socket.socket(family, stype, proto)
         sock.settimeout(timeout)
         try:
-            sock.connect(sockaddr)
+            try:
+                sock.connect(sockaddr)
+            except socket.timeout:
+                last = ("timeout", f"{addr}: no answer within {timeout:.1f} s")
+                continue
+            except OSError as err:
+                last = ("connect", f"{addr}: {err.strerror or err}")
+                continue
             if settings.security_protocol in ("SSL", "SASL_SSL"):
-                with _tls_context(settings).wrap_socket(sock, server_hostname=host) as tls:
-                    tls.do_handshake()
+                try:  # TCP works: whatever fails now is TLS (a plaintext port resets or sends junk)
+                    with _tls_context(settings).wrap_socket(sock, server_hostname=host) as tls:
+                        tls.do_handshake()
+                except ssl.SSLError as err:
+                    return "tls", f"{addr}: {err.reason or err}"
+                except (ssl.CertificateError, OSError) as err:
+                    return "tls", f"{addr}: {getattr(err, 'strerror', None) or err}"
             return None
-        except ssl.SSLError as err:
-            return "tls", f"{addr}: {err.reason or err}"
-        except ssl.CertificateError as err:
-            return "tls", f"{addr}: {err}"
-        except socket.timeout:
-            last = ("timeout", f"{addr}: no answer within {timeout:.1f} s")
-        except OSError as err:
-            last = ("connect", f"{addr}: {err.strerror or err}")
         finally:
             sock.close()
     return last
@@ -88,34 +94,32 @@ def _transport_message(settings: KafkaSettings, problems: list[tuple[str, str]])
         return (f"kafka: TLS handshake failed ({tls}) (fix: check kafka.ssl_cafile, kafka.ssl_certfile, "
                 "kafka.ssl_keyfile, kafka.ssl_check_hostname and kafka.security_protocol)")
     return (f"kafka: no broker reachable ({details}) "
-            "(fix: start the brokers, or correct kafka.bootstrap; records wait in the spool meanwhile)")
+            "(fix: start the brokers, or correct kafka.bootstrap)")
 
 
 def _kafka_checks(settings: KafkaSettings, timeout: float) -> tuple[bool, str]:
-    """SASL, metadata and topics, with kafka-python (on a helper thread: its
-    metadata calls have no timeout of their own)."""
+    """SASL, metadata and the topics, with kafka-python's admin client (on a
+    helper thread, bounded: not every call it makes has a timeout)."""
     log = KafkaLog.install()
     t0 = time.time()
     result: list = []
 
     def run():
-        from kafka import KafkaConsumer
-        consumer = None
+        from kafka import KafkaAdminClient
+        admin = None
         try:
-            consumer = KafkaConsumer(bootstrap_servers=list(settings.bootstrap), group_id=None,
-                                     enable_auto_commit=False, bootstrap_timeout_ms=int(timeout * 1000),
-                                     request_timeout_ms=max(1000, int(timeout * 1000)),
-                                     reconnect_backoff_max_ms=500, **settings.connection_config())
-            consumer.bootstrap(timeout_ms=int(timeout * 1000))
-            topics = consumer.topics()
-            result.append((topics, {t: consumer.partitions_for_topic(t) for t in settings.topics() if t in topics},
-                           len(consumer._client.cluster.brokers())))
+            ms = max(1000, int(timeout * 1000))
+            admin = KafkaAdminClient(bootstrap_servers=list(settings.bootstrap), bootstrap_timeout_ms=ms,
+                                     request_timeout_ms=ms, reconnect_backoff_max_ms=500,
+                                     **settings.connection_config())
+            brokers = len(admin.describe_cluster()["brokers"])
+            result.append((brokers, admin.describe_topics(settings.topics())))
         except Exception as exc:
             result.append(exc)
         finally:
-            if consumer is not None:
+            if admin is not None:
                 try:
-                    consumer.close()
+                    admin.close()
                 except Exception:
                     pass
 
@@ -123,17 +127,26 @@ def _kafka_checks(settings: KafkaSettings, timeout: float) -> tuple[bool, str]:
     worker.start()
     worker.join(timeout + 1)
     if not result:
-        return False, explain(None, log.since(t0) or "timed out", settings.bootstrap, settings.topic)
+        return False, explain(None, log.since(t0), settings.bootstrap, settings.topic)
     if isinstance(result[0], BaseException):
         return False, explain(result[0], log.since(t0), settings.bootstrap, settings.topic)
-    topics, partitions, brokers = result[0]
-    missing = [t for t in settings.topics() if t not in topics]
+    brokers, described = result[0]
+    where = ",".join(settings.bootstrap)
+    ready, missing = [], []
+    for topic in described:
+        code = topic["error_code"]
+        if code == 0:
+            ready.append(f"{topic['name']} ({len(topic['partitions'])} partitions)")
+        elif code == kerr.UnknownTopicOrPartitionError.errno:
+            missing.append(topic["name"])
+        else:
+            return False, explain(kerr.for_code(code)(), [], settings.bootstrap, topic["name"])
     if missing and not settings.auto_create_topics:
-        names = ", ".join(missing)
-        return False, (f"kafka: topic{'s' if len(missing) > 1 else ''} {names} do{'' if len(missing) > 1 else 'es'} "
-                       f"not exist on {','.join(settings.bootstrap)} "
-                       "(fix: create it, set kafka.topic, or set kafka.auto_create_topics = true)")
-    where = ", ".join(f"{t} ({len(p)} partitions)" for t, p in partitions.items())
+        many = len(missing) > 1
+        return False, (f"kafka: topic{'s' if many else ''} {', '.join(missing)} do{'' if many else 'es'} not "
+                       f"exist on {where} (fix: create {'them' if many else 'it'}, set kafka.topic, or set "
+                       "kafka.auto_create_topics = true)")
     if missing:
-        where += (", " if where else "") + f"{len(missing)} to be created on first use"
-    return True, f"kafka: {brokers} broker{'s' if brokers != 1 else ''} reachable at {','.join(settings.bootstrap)}; topics: {where}"
+        ready.append(f"{len(missing)} to be created on first use")
+    return True, (f"kafka: {brokers} broker{'s' if brokers != 1 else ''} reachable at {where}; "
+                  f"topics: {', '.join(ready)}")
