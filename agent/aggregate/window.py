@@ -170,11 +170,14 @@ class WindowResult:
             p.closes = counts.get((L.PC_CLOSE, 0), 0)
             p.active_closes = counts.get((L.PC_ACTIVE_CLOSE, 0), 0)
             p.counts_from_kernel = True
+            # The kernel counts per pid; a pid seen under two names (a comm
+            # change, a cgroup move) has all its counts in the busiest row.
+            for other in keys:
+                if other != key:
+                    _zero_counts(self.procs[other])
         for key in [k for k in self.procs if k[0] not in by_pid]:
-            p = self.procs[key]  # no counts at all: its records arrived, but counted in the last window
-            p.connects_ok = p.connects_failed = p.accepts = p.closes = p.active_closes = 0
-            p.failures = Counter()
-            p.counts_from_kernel = True
+            # no counts at all: its records arrived, but counted in the last window
+            _zero_counts(self.procs[key])
 
     @property
     def seconds(self) -> float:
@@ -216,3 +219,9 @@ class WindowResult:
             "kernel_lost": self.kernel_lost,
             "counts_from": "kernel" if p.counts_from_kernel else "records",
         }
+
+
+def _zero_counts(p: ProcStats) -> None:
+    p.connects_ok = p.connects_failed = p.accepts = p.closes = p.active_closes = 0
+    p.failures = Counter()
+    p.counts_from_kernel = True

@@ -120,3 +120,19 @@ def test_threshold_overrides_reach_the_rules():
             agg.add(ev)
     agg.add(_conn(1, 100, 0, dport=9, err=111)[0])
     assert Diagnoser(t.diagnosis).evaluate(agg.close(S)) == []  # 50/s < 1000/s, and 1 refusal < 2
+
+
+def test_kernel_counts_of_a_pid_seen_under_two_names_land_in_one_row():
+    """A process that renames itself (prctl PR_SET_NAME) after its first
+    connection shows up under two comms; the kernel counts by pid, so its
+    counts go to the busier row and the other row's counts are zero."""
+    agg = WindowAggregator(10, start_ns=0)
+    agg.add(event(comm=b"python3".ljust(16, b"\0"), start_ns=1, established_ns=2))
+    for i in range(3):
+        agg.add(event(comm=b"cs-peer".ljust(16, b"\0"), sport=41000 + i, start_ns=1, established_ns=2))
+    result = agg.close(10 * S)
+    result.apply_counts({(4242, L.PC_CONNECT_OK, 0): 5, (4242, L.PC_ACTIVE_CLOSE, 0): 2})
+    rows = {r["comm"]: r for r in _records(result)}
+    assert (rows["cs-peer"]["connects_ok"], rows["cs-peer"]["active_closes"]) == (5, 2)
+    assert (rows["python3"]["connects_ok"], rows["python3"]["active_closes"]) == (0, 0)
+    assert {r["counts_from"] for r in rows.values()} == {"kernel"}
