@@ -190,12 +190,17 @@ class Tracer:
                                          "see `connscope check` and KERNEL-FACTS in the README")
 
     # --- records ---------------------------------------------------------
-    def _on_record(self, _ctx, data, size) -> None:
+    def _on_record(self, _ctx, data, size) -> int:
         # Runs inside BCC's poll: decode and queue, nothing else.
         try:
             self.pending.append(decode(ctypes.string_at(data, size)))
         except MalformedRecord:
             self.malformed += 1
+        # A negative return makes libbpf stop consuming after this record
+        # (it stays consumed); the rest waits in the ring for the next poll.
+        # Under a flood one poll would otherwise hand over 100,000+ events
+        # at once, and the agent's memory would follow.
+        return -1 if len(self.pending) >= POLL_BATCH_MAX else 0
 
     def _on_perf_record(self, _cpu, data, size) -> None:
         # perf pads each raw sample so that it plus its u32 size header is
@@ -313,6 +318,9 @@ class Tracer:
 
 
 __all__ = ["Tracer", "LoadOptions", "HookStatus", "bpf_dir", "choose"]
+
+
+POLL_BATCH_MAX = 8192  # events one poll() hands over, at most (ring buffer only)
 
 
 def _release_compiler_memory() -> None:

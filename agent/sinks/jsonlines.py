@@ -15,8 +15,12 @@ class JsonLinesSink:
         self.stream = stream if stream is not None else sys.stdout.buffer
         self._buf: list[bytes] = []
 
+    FLUSH_AT = 2048  # records; a writer that is always behind still writes in bounded chunks
+
     def write(self, record: dict) -> None:
         self._buf.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        if len(self._buf) >= self.FLUSH_AT:
+            self.flush()
 
     def flush(self) -> None:
         if not self._buf:
