@@ -275,6 +275,9 @@ class Pipeline:
                 try:
                     item = self._q.get(timeout=timeout)
                 except queue.Empty:
+                    # idle: what tick() emitted (status, sampling) and what the
+                    # sink dropped meanwhile must not wait for the next event
+                    self.flush_sink()
                     continue
                 if item is None:
                     break
