@@ -112,6 +112,7 @@ class Delivery:
         self.closed = False
         self.inflight: dict[int, tuple] = {}  # token -> (size, source, batch, value)
         self.inflight_bytes = 0
+        self._replays_inflight = 0  # of those, records handed from a spool
         self._token = 0
         self._held: list[bytes] = []  # `lost` records not even the reserve could hold
         self._probe_at = 0.0
@@ -191,6 +192,7 @@ class Delivery:
         tok, size = self._token, len(value) + len(key)
         self.inflight[tok] = (size, src, batch, value)
         self.inflight_bytes += size
+        self._replays_inflight += src is not None
         self.c.handed += 1
         fut.add_callback(self._on_done, tok)
         fut.add_errback(self._on_done, tok)
@@ -217,6 +219,7 @@ class Delivery:
                 continue
             size, src, batch, value = entry
             self.inflight_bytes -= size
+            self._replays_inflight -= src is not None
             if exc is None or is_record_error(exc):
                 if exc is None:
                     self.c.acked += 1
@@ -322,7 +325,7 @@ class Delivery:
                 self._spool([], [])
             return False
         if not self.healthy:
-            if any(e[1] is not None for e in self.inflight.values()) or time.monotonic() < self._probe_at:
+            if self._replays_inflight or time.monotonic() < self._probe_at:
                 return False
             self._probe_at = time.monotonic() + self._backoff
         limit = self.settings.max_in_flight_bytes
@@ -399,7 +402,7 @@ class Delivery:
             self.c.spooled += self.backlog.spool.append_many(self._held, over=1 << 62)
             self._held = []
         self.inflight.clear()
-        self.inflight_bytes = 0
+        self.inflight_bytes = self._replays_inflight = 0
         self.sync()
         if self.producer is not None:
             try:

@@ -196,9 +196,13 @@ class KafkaSink:
 
         t0 = time.time()
         try:
-            result = (KafkaProducer(**self.delivery.producer_config()), None, "")
+            result = (KafkaProducer(**self.delivery.producer_config()), None, [])
         except Exception as exc:
             result = (None, exc, self.delivery.log.since(t0))
-        self._pending_producer = result
         with self._cv:
+            if self._stop:  # too late: the sink is closing (or closed) without it
+                if result[0] is not None:
+                    result[0].close(timeout=0)
+                return
+            self._pending_producer = result
             self._cv.notify_all()
