@@ -20,6 +20,16 @@ class Sink(Protocol):
         """Flushes and releases resources."""
 
 
+class LossReportingSink(Sink, Protocol):
+    """A sink that can drop records (Kafka with a full spool) also has
+    take_losses(); the pipeline's writer calls it after each flush and emits a
+    `lost` record (stage "sink") per entry. Such a sink must accept those
+    `lost` records even while it drops others, so the report is delivered."""
+
+    def take_losses(self) -> list[tuple[int, str]]:
+        """(count, reason) of the records dropped since the last call."""
+
+
 def write_out(stream, data) -> None:
     """Writes and flushes; a reader that went away becomes SinkClosed."""
     try:
