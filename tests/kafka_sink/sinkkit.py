@@ -72,13 +72,17 @@ class Feeder:
         for _ in range(n):
             ev = self.events[self._i % len(self.events)]
             self._i += 1
-            self._emit(self.builder.from_event(ev))
+            rec = self.builder.from_event(ev)
+            if self._i <= len(self.events):  # each variant once; later ones differ only in seq
+                assert_valid(rec)
+            self._emit(rec)
         self.flush()
 
     def flush(self) -> None:
         self.sink.flush()
         for count, reason in self.sink.take_losses():
             rec = self.builder.lost_record(count, "sink", reason)
+            assert_valid(rec)
             self._emit(rec)
             self.lost_reports.append(rec)
         self.sink.flush()
