@@ -73,17 +73,17 @@ class Feeder:
             ev = self.events[self._i % len(self.events)]
             self._i += 1
             rec = self.builder.from_event(ev)
+            self._emit(rec)
             if self._i <= len(self.events):  # each variant once; later ones differ only in seq
                 assert_valid(rec)
-            self._emit(rec)
         self.flush()
 
     def flush(self) -> None:
         self.sink.flush()
         for count, reason in self.sink.take_losses():
             rec = self.builder.lost_record(count, "sink", reason)
-            assert_valid(rec)
             self._emit(rec)
+            assert_valid(rec)
             self.lost_reports.append(rec)
         self.sink.flush()
 
