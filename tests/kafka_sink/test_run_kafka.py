@@ -136,3 +136,46 @@ def test_bad_bootstrap_is_one_line_and_exit_2(tmp_path):
     assert cp.returncode == 2, cp.stderr
     [line] = cp.stderr.strip().splitlines()
     assert line.startswith("connscope: kafka.bootstrap = 'broker-without-port'") and "HOST:PORT" in line
+
+
+def test_sighup_moves_the_stream_to_another_topic_without_loss(tmp_path, mock_cluster, netpair, peer_cmd):
+    """Sink settings apply on reload: the sink is closed (what is not acknowledged
+    stays in the spool) and a new one opens on the same spool."""
+    other = "connscope-e2e-2"
+    mock_cluster.create_topic(TOPIC, PARTITIONS)
+    mock_cluster.create_topic(other, PARTITIONS)
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    conf = tmp_path / "connscope.toml"
+    conf.write_text(f'[kafka]\ntopic = "{TOPIC}"\n')
+    err = open(tmp_path / "stderr.txt", "ab")
+    proc = subprocess.Popen(connscope_argv(
+        "run", "--config", str(conf), "--output", "kafka", "--kafka-bootstrap", mock_cluster.bootstrap,
+        "--kafka-api-version", "2.3", "--kafka-linger-ms", "5", "--state-dir", str(tmp_path / "state"),
+        "--status-interval", "0", "--port", str(port)),
+        stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
+    err.close()
+    try:
+        wait_record(mock_cluster, lambda r: r["type"] == "agent" and r["event"] == "start")
+        [before] = lab.client(port)
+        wait_record(mock_cluster, lambda r: r["type"] == "connect" and r["sport"] == before["sport"])
+        conf.write_text(f'[kafka]\ntopic = "{other}"\n')
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(3)
+        [after] = lab.client(port)
+        time.sleep(2)
+        stop(proc)
+    finally:
+        proc.kill()
+    first = records(mock_cluster)
+    second = [json.loads(m.value) for m in consume_all(mock_cluster.bootstrap, other, PARTITIONS)]
+    for rec in second:
+        assert_valid(rec)
+    [reload] = [r for r in first + second if r["type"] == "agent" and r["event"] == "reload"]
+    assert reload["applied"] == ["kafka.topic"] and reload["restart_required"] == []
+    assert any(r["type"] == "connect" and r["sport"] == before["sport"] for r in first)
+    assert any(r["type"] == "connect" and r["sport"] == after["sport"] for r in second)
+    # one run, numbered without a gap across both topics
+    seqs = sorted({r["seq"] for r in first + second})
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert second[-1]["event"] == "stop"

@@ -30,8 +30,10 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def _key(help: str, *, default=None, default_factory=None, choices: tuple = (), minimum: float | None = None):
-    # Every Kafka key needs a new producer, so none applies live on reload.
-    meta = {"help": help, "choices": choices, "minimum": minimum, "reload": "restart"}
+    # Every Kafka key needs a new producer: on reload the agent closes the
+    # sink (what is not acknowledged goes to the spool) and opens a new one on
+    # the same spool, which replays it. So all of them apply live.
+    meta = {"help": help, "choices": choices, "minimum": minimum, "reload": "live"}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
