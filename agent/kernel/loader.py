@@ -278,9 +278,9 @@ class Tracer:
         """Cumulative per-process counts (pid, kind, err) -> n: kept by the
         kernel before its buffer can drop a record, plus reaped records."""
         out = dict(self.user_counts)
-        for k, v in self.bpf["proc_counts"].items():
+        for k, v in self.bpf["proc_counts"].items():  # per-CPU values (bpf/maps.c)
             key = (k.pid, k.kind, k.err)
-            out[key] = out.get(key, 0) + v.value
+            out[key] = out.get(key, 0) + sum(v)
         return out
 
     def forget_proc_counts(self, pids: set[int]) -> None:
