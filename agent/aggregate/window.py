@@ -52,6 +52,9 @@ class ProcStats(DestStats):
     counts_from_kernel: bool = False
 
 
+_CACHE_MAX = 65536  # distinct comms / addresses remembered as text
+
+
 @dataclass(frozen=True)
 class Thresholds:
     short_lifetime_us: int = 1_000_000
@@ -69,12 +72,20 @@ class WindowAggregator:
         self.procs: dict[tuple[int, str, int], ProcStats] = {}
         self.kernel_lost = 0
         self.enrich = enrich  # (pid, cgroup_id) -> names; called when a process first shows up
+        self._comms: dict[bytes, str] = {}
+        self._addrs: dict[tuple[int, bytes], str] = {}
 
     def due(self, now_ns: int) -> bool:
         return now_ns - self.start_ns >= self.window_ns
 
     def add(self, ev: ConnEvent) -> None:
-        comm = ev.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+        # Every event passes here on the reader thread: text is made once
+        # per distinct comm and address, not per event.
+        comm = self._comms.get(ev.comm)
+        if comm is None:
+            comm = ev.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+            if len(self._comms) < _CACHE_MAX:
+                self._comms[ev.comm] = comm
         key = (ev.pid, comm, ev.cgroup_id)
         p = self.procs.get(key)
         if p is None:
@@ -84,12 +95,20 @@ class WindowAggregator:
         if ev.direction == L.DIR_INBOUND:
             dkey = ("*", ev.sport, "inbound")
         else:
-            dkey = (format_addr(ev.family, ev.daddr), ev.dport, "outbound")
+            akey = (ev.family, ev.daddr)
+            addr = self._addrs.get(akey)
+            if addr is None:
+                addr = format_addr(ev.family, ev.daddr)
+                if len(self._addrs) < _CACHE_MAX:
+                    self._addrs[akey] = addr
+            dkey = (addr, ev.dport, "outbound")
         d = p.dests.get(dkey)
         if d is None:
             d = p.dests[dkey] = DestStats()
-        for s in (p, d):
-            self._count(s, ev)
+        # Distributions go into the destination only; the process's are the
+        # merge of its destinations' at close (one sketch insert, not two).
+        self._count(p, ev, False)
+        self._count(d, ev, True)
         if ev.type == L.EV_CONNECT and not (ev.err or ev.flags & L.F_ABORTED):
             lat = (ev.established_ns - ev.start_ns) // 1000 if ev.start_ns and ev.established_ns else None
             if lat is not None:
@@ -99,14 +118,14 @@ class WindowAggregator:
         elif ev.type == L.EV_ACCEPT:
             p.synack_retransmits += ev.synack_retransmits
 
-    def _count(self, s: DestStats, ev: ConnEvent) -> None:
+    def _count(self, s: DestStats, ev: ConnEvent, sketches: bool) -> None:
         if ev.type == L.EV_CONNECT:
             if ev.err or ev.flags & L.F_ABORTED:
                 s.connects_failed += 1
                 s.failures[error_name(ev.err) if ev.err else "ABORTED"] += 1
             else:
                 s.connects_ok += 1
-                if ev.start_ns and ev.established_ns:
+                if sketches and ev.start_ns and ev.established_ns:
                     s.latency.add((ev.established_ns - ev.start_ns) / 1000)
             s.syn_retransmits += ev.syn_retransmits
             s.resets_received += ev.resets_received
@@ -121,11 +140,16 @@ class WindowAggregator:
             s.resets_received += ev.resets_received
             if ev.established_ns and ev.end_ns and not ev.flags & L.F_PREEXISTING:
                 life_us = (ev.end_ns - ev.established_ns) / 1000
-                s.lifetime.add(life_us)
+                if sketches:
+                    s.lifetime.add(life_us)
                 if life_us < self.thresholds.short_lifetime_us:
                     s.short_lived += 1
 
     def close(self, end_ns: int) -> "WindowResult":
+        for p in self.procs.values():
+            for d in p.dests.values():
+                p.latency.merge(d.latency)
+                p.lifetime.merge(d.lifetime)
         result = WindowResult(self.start_ns, end_ns, self.procs, self.kernel_lost, self.thresholds, self.top_n)
         self.start_ns, self.procs, self.kernel_lost = end_ns, {}, 0
         return result
