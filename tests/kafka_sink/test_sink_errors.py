@@ -108,24 +108,19 @@ def test_reachable_cluster_probe_names_brokers_and_partitions(mock_cluster3):
                                 "topics: connscope (6 partitions)")
 
 
-def test_unknown_topic_is_reported(mock_cluster, tmp_path):
-    mock_cluster.topic_set_error("missing", UNKNOWN_TOPIC_OR_PARTITION)
-    settings = settings_for(mock_cluster, topic="missing", flush_timeout_s=0.5)
-    expected = (f"kafka: topic missing does not exist on {mock_cluster.bootstrap} "
-                "(fix: create it, set kafka.topic, or set kafka.auto_create_topics = true)")
-    assert probe(settings, 5) == (False, expected)
-    sink = KafkaSink(settings, str(tmp_path), warn=lambda line: None)
-    try:
-        assert _spooling_with(sink)["last_error"] == expected
-    finally:
-        sink.close()
-
-
-def test_topic_not_authorized_is_reported(mock_cluster, tmp_path):
-    mock_cluster.topic_set_error("secret", TOPIC_AUTHORIZATION_FAILED)
-    settings = settings_for(mock_cluster, topic="secret", flush_timeout_s=0.5)
-    expected = ("kafka: not authorized to write topic secret "
-                "(fix: grant WRITE on it to kafka.sasl_username, or set kafka.topic)")
+@pytest.mark.parametrize("topic,error,expected", [
+    ("missing", UNKNOWN_TOPIC_OR_PARTITION,
+     "kafka: topic missing does not exist on {bootstrap} "
+     "(fix: create it, set kafka.topic, or set kafka.auto_create_topics = true)"),
+    ("secret", TOPIC_AUTHORIZATION_FAILED,
+     "kafka: not authorized to write topic secret "
+     "(fix: grant WRITE on it to kafka.sasl_username, or set kafka.topic)"),
+])
+def test_topic_errors_are_reported_by_probe_and_sink(mock_cluster, tmp_path, topic, error, expected):
+    """An unknown topic and an unauthorized one: the same line from probe() and the running sink."""
+    mock_cluster.topic_set_error(topic, error)
+    settings = settings_for(mock_cluster, topic=topic, flush_timeout_s=0.5)
+    expected = expected.format(bootstrap=mock_cluster.bootstrap)
     assert probe(settings, 5) == (False, expected)
     sink = KafkaSink(settings, str(tmp_path), warn=lambda line: None)
     try:
