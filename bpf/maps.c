@@ -173,12 +173,7 @@ static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 	rec->type = type;
 	rec->ts_ns = bpf_ktime_get_ns();
 #if USE_RINGBUF
-	/* No wakeup per record: the kernel's default wakes the reader for
-	 * every record it finds caught up, an irq_work and a context switch
-	 * each (measured: the reader that keeps up costs the load more than
-	 * the one that lags). User space consumes on a short timer instead
-	 * (agent/kernel/loader.py). BPF_RB_NO_WAKEUP = 1 (uapi/linux/bpf.h). */
-	int rc = events.ringbuf_output(rec, sizeof(*rec), 1);
+	int rc = events.ringbuf_output(rec, sizeof(*rec), 0);
 #else
 	int rc = events.perf_submit(ctx, rec, sizeof(*rec));
 #endif
