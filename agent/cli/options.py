@@ -11,21 +11,15 @@ from types import SimpleNamespace
 
 from ..aggregate.diagnose import DiagnosisThresholds
 from ..aggregate.window import Thresholds
-from ..kernel.hooks import HOOKS
+from ..kernel.hooks import force_choices, parse_force
 from ..kernel.loader import LoadOptions
-
-_METHODS = {h.name: [m.name for m in h.methods] for h in HOOKS}
 
 
 def _parse_force(_ctx, _param, values) -> dict[str, str]:
-    out = {}
-    for v in values:
-        hook, sep, method = v.partition("=")
-        if not sep or hook not in _METHODS or method not in _METHODS[hook]:
-            choices = "; ".join(f"{h}={'|'.join(ms)}" for h, ms in _METHODS.items() if len(ms) > 1)
-            raise click.BadParameter(f"{v!r} is not HOOK=METHOD among: {choices}")
-        out[hook] = method
-    return out
+    try:
+        return parse_force(values)
+    except ValueError as bad:
+        raise click.BadParameter(f"{str(bad)!r} is not HOOK=METHOD among: {force_choices()}") from None
 
 
 def tracer_options(fn):

@@ -122,14 +122,12 @@ def validate(cfg: Config) -> None:
     for port in cfg.filters.ports:
         if not 1 <= port <= 65535:
             raise UsageError(f"filters.ports: {port}{where('filters.ports')} is not a port", "use 1-65535")
-    from ..kernel.hooks import HOOKS
-    methods = {h.name: [m.name for m in h.methods] for h in HOOKS}
-    for pair in cfg.agent.force_hooks:
-        hook, sep, method = pair.partition("=")
-        if not sep or method not in methods.get(hook, ()):
-            choices = "; ".join(f"{h}={'|'.join(ms)}" for h, ms in methods.items() if len(ms) > 1)
-            raise UsageError(f"agent.force_hooks: {pair!r}{where('agent.force_hooks')} is not HOOK=METHOD",
-                             f"use one of {choices}")
+    from ..kernel.hooks import force_choices, parse_force
+    try:
+        parse_force(cfg.agent.force_hooks)
+    except ValueError as bad:
+        raise UsageError(f"agent.force_hooks: {str(bad)!r}{where('agent.force_hooks')} is not HOOK=METHOD",
+                         f"use one of {force_choices()}") from None
     if cfg.agent.prometheus:
         from ..metrics.prometheus import parse_listen
         parse_listen(cfg.agent.prometheus, "agent.prometheus")

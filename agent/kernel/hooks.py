@@ -120,3 +120,19 @@ def hook(name: str) -> Hook:
         if h.name == name:
             return h
     raise KeyError(name)
+
+
+def force_choices() -> str:
+    """What --force-hook / agent.force_hooks accept, for error messages."""
+    return "; ".join(f"{h.name}={'|'.join(m.name for m in h.methods)}" for h in HOOKS if len(h.methods) > 1)
+
+
+def parse_force(pairs) -> dict[str, str]:
+    """HOOK=METHOD pairs -> {hook: method}; ValueError(the pair) for one naming no hook's method."""
+    out = {}
+    for pair in pairs:
+        name, sep, method = pair.partition("=")
+        if not sep or method not in [m.name for h in HOOKS if h.name == name for m in h.methods]:
+            raise ValueError(pair)
+        out[name] = method
+    return out

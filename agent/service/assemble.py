@@ -11,12 +11,13 @@ from ..aggregate.window import WindowAggregator
 from ..config.model import Config
 from ..enrich import Enricher
 from ..filters import EventFilter
+from ..kernel.hooks import parse_force
 from ..kernel.loader import LoadOptions
 
 
 def load_options(cfg: Config) -> LoadOptions:
-    force = dict(p.partition("=")[::2] for p in cfg.agent.force_hooks)
-    return LoadOptions(ringbuf_pages=cfg.agent.buffer_pages, force=force, strict=cfg.agent.strict,
+    return LoadOptions(ringbuf_pages=cfg.agent.buffer_pages, force=parse_force(cfg.agent.force_hooks),
+                       strict=cfg.agent.strict,
                        proc_counts=True)
 
 
