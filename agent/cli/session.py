@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import signal
 
-from .. import __version__
 from ..records.build import RecordBuilder
+from ..service.assemble import start_fields
 from .options import load_options
 
 
@@ -24,15 +22,6 @@ def run_session(tracer_kw: dict, sink, duration: float | None, start_extra: dict
         pipe = Pipeline(tracer, RecordBuilder(), sink, **pipeline_kw)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: pipe.stop.set())
-        hooks = tracer.hook_choices()
-        pipe.run(duration, start_fields={
-            "version": __version__,
-            "kernel": platform.release(),
-            "hooks": hooks,
-            "hooks_summary": ", ".join(f"{k}={v['method'] or 'missing'}" for k, v in hooks.items()),
-            "listeners_seeded": seeded,
-            "agent_pid": os.getpid(),
-            **(start_extra or {}),
-        })
+        pipe.run(duration, start_fields=start_fields(tracer, seeded, **(start_extra or {})))
     finally:
         tracer.close()

@@ -6,11 +6,9 @@ import sys
 
 import click
 
-from ..aggregate.diagnose import Diagnoser
-from ..aggregate.ports import PortUsage
-from ..aggregate.window import Thresholds, WindowAggregator
-from ..enrich import Enricher
+from ..aggregate.window import Thresholds
 from ..filters import EventFilter
+from ..service.assemble import summaries
 from ..sinks.jsonlines import JsonLinesSink
 from ..sinks.table import TableSink
 from .options import parse_thresholds, tracer_options
@@ -37,26 +35,17 @@ from .session import run_session
 def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, thresholds, duration,
           **tracer_kw) -> None:
     """Print one record per connection attempt, accepted connection and close."""
-    import time
-
     if comms and any(len(c.encode()) > 15 for c in comms):
         raise click.BadParameter("a comm is at most 15 bytes (the kernel truncates names)", param_hint="--comm")
     flt = EventFilter.build(pids, comms, ports, ipv4, ipv6, failures)
     table = not as_json and sys.stdout.isatty()
     sink = TableSink() if table else JsonLinesSink()
-    agg = usage = None
+    agg = diagnoser = usage = None
     if summary:
-        enricher, usage = Enricher(), PortUsage()
-
-        def first_seen(pid: int, cgroup_id: int) -> dict:
-            usage.note(pid)  # its network namespace, while it is alive
-            return enricher.fields(pid, cgroup_id)
-
-        agg = WindowAggregator(window, time.monotonic_ns(), thresholds=Thresholds(thresholds.short_lifetime_us),
-                               enrich=first_seen)
+        agg, diagnoser, usage = summaries(window, Thresholds(thresholds.short_lifetime_us), thresholds.diagnosis)
     run_session(tracer_kw, sink, duration,
                 start_extra={"filters": {"pids": sorted(pids), "comms": sorted(comms), "ports": sorted(ports),
                                          "ipv4": ipv4, "ipv6": ipv6, "failures": failures},
                              "mode": "summary" if summary else "connections"},
-                event_filter=flt, aggregator=agg, diagnoser=Diagnoser(thresholds.diagnosis) if summary else None,
+                event_filter=flt, aggregator=agg, diagnoser=diagnoser,
                 connections=not summary, port_usage=usage)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import platform
 import time
 
-from ..aggregate.diagnose import Diagnoser
+from .. import __version__
+from ..aggregate.diagnose import Diagnoser, DiagnosisThresholds
 from ..aggregate.ports import PortUsage
-from ..aggregate.window import WindowAggregator
+from ..aggregate.window import Thresholds, WindowAggregator
 from ..config.model import Config
 from ..enrich import Enricher
 from ..filters import EventFilter
@@ -27,15 +29,35 @@ def event_filter(cfg: Config) -> EventFilter:
 
 
 def aggregation(cfg: Config) -> tuple[WindowAggregator, Diagnoser, PortUsage]:
+    return summaries(cfg.agent.window, cfg.window_thresholds(), cfg.diagnosis_thresholds())
+
+
+def summaries(window_s: float, window_thresholds: Thresholds,
+              diagnosis_thresholds: DiagnosisThresholds) -> tuple[WindowAggregator, Diagnoser, PortUsage]:
+    """The window aggregator, its diagnoser and the port use they read, wired as
+    every summarising command needs them (`run`, `trace --summary`)."""
     enricher, usage = Enricher(), PortUsage()
 
     def first_seen(pid: int, cgroup_id: int) -> dict:
         usage.note(pid)  # its network namespace, while it is alive
         return enricher.fields(pid, cgroup_id)
 
-    agg = WindowAggregator(cfg.agent.window, time.monotonic_ns(), thresholds=cfg.window_thresholds(),
-                           enrich=first_seen)
-    return agg, Diagnoser(cfg.diagnosis_thresholds()), usage
+    agg = WindowAggregator(window_s, time.monotonic_ns(), thresholds=window_thresholds, enrich=first_seen)
+    return agg, Diagnoser(diagnosis_thresholds), usage
+
+
+def start_fields(tracer, seeded: int, **extra) -> dict:
+    """What every `agent` start record says about this agent and its hooks."""
+    hooks = tracer.hook_choices()
+    return {
+        "version": __version__,
+        "kernel": platform.release(),
+        "hooks": hooks,
+        "hooks_summary": ", ".join(f"{k}={v['method'] or 'missing'}" for k, v in hooks.items()),
+        "listeners_seeded": seeded,
+        "agent_pid": os.getpid(),
+        **extra,
+    }
 
 
 def open_sink(cfg: Config):

@@ -8,19 +8,17 @@ SIGHUP reloads. Signal handlers only set flags.
 
 from __future__ import annotations
 
-import os
-import platform
 import signal
 import sys
 import time
 from typing import Callable
 
-from .. import __version__
 from ..config.model import Config
 from ..errors import ConnscopeError
 from ..records.build import RecordBuilder
 from . import reload as reloading
-from .assemble import aggregation, announce_sink, event_filter, filters_field, load_options, open_sink
+from .assemble import (aggregation, announce_sink, event_filter, filters_field, load_options, open_sink,
+                       start_fields)
 from .notify import Notifier, WatchdogPinger
 from .overload import OverloadControl
 from .status import StatusBoard
@@ -62,21 +60,16 @@ class Daemon:
                 aggregator=agg, diagnoser=diagnoser, connections=cfg.agent.connections, port_usage=usage,
                 failures_always=True)
             now = time.monotonic()
-            hooks = tracer.hook_choices()
-            self.board = StatusBoard(pipe, hooks, now)
+            self.board = StatusBoard(pipe, tracer.hook_choices(), now)
             self.overload = OverloadControl(pipe, cfg.agent.cpu_budget, now)
             self._next_status = now + self.status_interval if self.status_interval else None
             if cfg.agent.prometheus:
                 from ..metrics.prometheus import MetricsServer
                 metrics = MetricsServer(cfg.agent.prometheus, self.board.snapshot)
             self._install_signals()
-            pipe.run(self.duration, tick=self.tick, start_fields={
-                "version": __version__, "kernel": platform.release(), "hooks": hooks,
-                "hooks_summary": ", ".join(f"{k}={v['method'] or 'missing'}" for k, v in hooks.items()),
-                "listeners_seeded": seeded, "agent_pid": os.getpid(), "mode": "service",
-                "connections": cfg.agent.connections, "output": cfg.agent.output,
-                "filters": filters_field(cfg), "config_sources": cfg.source,
-            })
+            pipe.run(self.duration, tick=self.tick, start_fields=start_fields(
+                tracer, seeded, mode="service", connections=cfg.agent.connections, output=cfg.agent.output,
+                filters=filters_field(cfg), config_sources=cfg.source))
         finally:
             self.notifier.stopping()
             if self.pipe is not None:
