@@ -41,7 +41,7 @@ def read_file(path: str, explicit: bool) -> dict:
         if not explicit:
             return {}
         raise UsageError(f"configuration file {path} does not exist",
-                         f"create it (see etc/connscope.toml.example) or pass another --config") from None
+                         "create it (see etc/connscope.toml.example) or pass another --config") from None
     except PermissionError:
         raise UsageError(f"configuration file {path} is not readable by uid {os.getuid()}",
                          "fix its permissions (the service reads it as its own user)") from None
