@@ -135,12 +135,11 @@ def validate(cfg: Config) -> None:
         cfg.kafka.validate()
 
 
-def restart_keys(old: Config, new: Config) -> list[str]:
-    """Keys whose change a reload cannot apply (they need a restart)."""
-    out = []
+def changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """("section.key"s that differ and a reload applies, those that need a restart)."""
+    live, restart = [], []
     for table in SECTIONS:
         for name, f in section_fields(table).items():
-            if f.metadata.get("reload") == "restart" and \
-                    getattr(getattr(old, table), name) != getattr(getattr(new, table), name):
-                out.append(f"{table}.{name}")
-    return out
+            if getattr(getattr(old, table), name) != getattr(getattr(new, table), name):
+                (restart if f.metadata.get("reload") == "restart" else live).append(f"{table}.{name}")
+    return live, restart

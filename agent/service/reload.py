@@ -8,20 +8,14 @@ directory, metrics address) are listed as needing a restart.
 
 from __future__ import annotations
 
-from ..config.load import restart_keys, section_fields
-from ..config.model import SECTIONS, Config
+from ..config.load import changes
+from ..config.model import Config
 from .assemble import event_filter, open_sink
-
-
-def changed_keys(old: Config, new: Config) -> list[str]:
-    return [f"{t}.{k}" for t in SECTIONS for k in section_fields(t)
-            if getattr(getattr(old, t), k) != getattr(getattr(new, t), k)]
 
 
 def apply(daemon, old: Config, new: Config) -> dict:
     """Applies what can change live; returns the fields of the `reload` agent record."""
-    restart = restart_keys(old, new)
-    changed = [k for k in changed_keys(old, new) if k not in restart]
+    changed, restart = changes(old, new)
     pipe = daemon.pipe
     # the sink first: if it cannot open, nothing else has changed yet
     if any(k.startswith("kafka.") or k == "agent.output" for k in changed):

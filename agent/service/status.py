@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..metrics.selfstats import cpu_seconds, rss_bytes
+from ..metrics.selfstats import CpuMeter, cpu_seconds, rss_bytes
 
 
 class StatusBoard:
@@ -15,7 +15,7 @@ class StatusBoard:
         self.hooks = {k: v.get("method") for k, v in hooks.items()}
         self._last_t = now
         self._last_records: Counter = Counter()
-        self._last_cpu = cpu_seconds()
+        self._cpu = CpuMeter(now)
 
     def snapshot(self) -> dict:
         """Totals since start. Safe to call from any thread (reads only)."""
@@ -45,8 +45,8 @@ class StatusBoard:
         elapsed = max(now - self._last_t, 1e-6)
         records = Counter(snap["records"])
         rates = {t: round((records[t] - self._last_records[t]) / elapsed, 2) for t in records}
-        cpu_share = (snap["cpu_seconds"] - self._last_cpu) / elapsed
-        self._last_t, self._last_records, self._last_cpu = now, records, snap["cpu_seconds"]
+        cpu_share = self._cpu.share(now)
+        self._last_t, self._last_records = now, records
         snap.pop("lost_by_reason")
         snap.pop("hooks")
         return {**snap, "records_per_s": rates, "cpu_share": round(cpu_share, 4), "interval_s": round(elapsed, 3)}
