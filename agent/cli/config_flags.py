@@ -18,10 +18,11 @@ from ..config.model import DEFAULT_PATH
 _NAMED = {
     "output": "agent.output", "window": "agent.window", "status-interval": "agent.status_interval",
     "cpu-budget": "agent.cpu_budget", "queue-max": "agent.queue_max", "buffer-pages": "agent.buffer_pages",
-    "state-dir": "agent.state_dir", "prometheus": "agent.prometheus",
+    "state-dir": "agent.state_dir", "prometheus": "agent.prometheus", "family": "filters.family",
 }
 _MULTI = {"force-hook": "agent.force_hooks", "pid": "filters.pids", "comm": "filters.comms", "port": "filters.ports"}
 _BOOLS = {"connections": "agent.connections", "strict": "agent.strict", "failures": "filters.failures"}
+_FLAG_OF = {key: flag for flag, key in {**_NAMED, **_MULTI, **_BOOLS}.items()}  # "section.key" -> flag
 
 
 def _help(full: str) -> str:
@@ -62,8 +63,7 @@ def _flag_values(kw: dict) -> dict:
         if "__" not in param or value is None or value == ():
             continue
         full = param.replace("__", ".", 1)
-        flag = next((f for f, k in {**_NAMED, **_MULTI, **_BOOLS}.items() if k == full),
-                    "kafka-" + full.split(".", 1)[1].replace("_", "-"))
+        flag = _FLAG_OF.get(full) or "kafka-" + full.split(".", 1)[1].replace("_", "-")
         if isinstance(value, tuple):
             value = ",".join(value)
         out[full] = (value, f"--{flag}")
@@ -74,7 +74,6 @@ def config_options(fn):
     """--config, --family, --threshold and one flag per key; the command gets `load_config` instead."""
     @click.option("--config", "config_path", metavar="FILE",
                   help=f"TOML configuration [default: {DEFAULT_PATH}, or $CONNSCOPE_CONFIG; absent = defaults].")
-    @click.option("--family", "filters__family", metavar="any|ipv4|ipv6", help=_help("filters.family"))
     @click.option("--threshold", "thresholds", multiple=True, metavar="NAME=VALUE",
                   help="A diagnosis threshold, e.g. churn_per_s=50 (config [thresholds]; repeatable).")
     @_key_options

@@ -141,6 +141,7 @@ def test_sighup_changes_a_filter_live(tmp_path, netpair, peer_cmd):
 @pytest.mark.parametrize("args,needles", [
     (["--window", "soon"], ["agent.window = 'soon' (--window)", "is not a number"]),
     (["--output", "syslog"], ["agent.output = 'syslog' (--output)", "one of: stdout, kafka"]),
+    (["--family", "ipx"], ["filters.family = 'ipx' (--family)", "one of: any, ipv4, ipv6"]),
     (["--config", "/nonexistent/connscope.toml"], ["/nonexistent/connscope.toml does not exist"]),
     (["--threshold", "refusd=1"], ["--threshold", "refused"]),
 ])
