@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..decode import layout as L
 from ..decode.events import ConnEvent
-from ..records.build import error_name, format_addr
+from ..records.build import addr_text, comm_text, error_name
 from . import sketch
 
 
@@ -52,9 +52,6 @@ class ProcStats(DestStats):
     counts_from_kernel: bool = False
 
 
-_CACHE_MAX = 65536  # distinct comms / addresses remembered as text
-
-
 @dataclass(frozen=True)
 class Thresholds:
     short_lifetime_us: int = 1_000_000
@@ -72,20 +69,12 @@ class WindowAggregator:
         self.procs: dict[tuple[int, str, int], ProcStats] = {}
         self.kernel_lost = 0
         self.enrich = enrich  # (pid, cgroup_id) -> names; called when a process first shows up
-        self._comms: dict[bytes, str] = {}
-        self._addrs: dict[tuple[int, bytes], str] = {}
 
     def due(self, now_ns: int) -> bool:
         return now_ns - self.start_ns >= self.window_ns
 
     def add(self, ev: ConnEvent) -> None:
-        # Every event passes here on the reader thread: text is made once
-        # per distinct comm and address, not per event.
-        comm = self._comms.get(ev.comm)
-        if comm is None:
-            comm = ev.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
-            if len(self._comms) < _CACHE_MAX:
-                self._comms[ev.comm] = comm
+        comm = comm_text(ev.comm)
         key = (ev.pid, comm, ev.cgroup_id)
         p = self.procs.get(key)
         if p is None:
@@ -95,13 +84,7 @@ class WindowAggregator:
         if ev.direction == L.DIR_INBOUND:
             dkey = ("*", ev.sport, "inbound")
         else:
-            akey = (ev.family, ev.daddr)
-            addr = self._addrs.get(akey)
-            if addr is None:
-                addr = format_addr(ev.family, ev.daddr)
-                if len(self._addrs) < _CACHE_MAX:
-                    self._addrs[akey] = addr
-            dkey = (addr, ev.dport, "outbound")
+            dkey = (addr_text(ev.family, ev.daddr), ev.dport, "outbound")
         d = p.dests.get(dkey)
         if d is None:
             d = p.dests[dkey] = DestStats()

@@ -7,6 +7,7 @@ Field names here are a public contract: add fields, never rename one.
 from __future__ import annotations
 
 import errno as errno_mod
+import functools
 import os
 import socket
 import uuid
@@ -43,6 +44,20 @@ def format_addr(family: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, raw)
 
 
+# Every event is turned into text on the reader (aggregates) or the writer
+# (records): made once per distinct comm and address, not once per event.
+@functools.lru_cache(maxsize=65536)
+def comm_text(raw: bytes) -> str:
+    """A NUL-padded kernel comm as text."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+@functools.lru_cache(maxsize=65536)
+def addr_text(family: int, raw: bytes) -> str:
+    """format_addr, remembered."""
+    return format_addr(family, raw)
+
+
 def _us(end_ns: int, start_ns: int) -> int | None:
     if not end_ns or not start_ns or end_ns < start_ns:
         return None
@@ -58,15 +73,6 @@ class RecordBuilder:
         # record uniquely, so consumers can drop the duplicates of a retry.
         self.run_id = run_id or uuid.uuid4().hex
         self.clock = clock or WallClock()
-        self._comm_cache: dict[bytes, str] = {}
-
-    def _comm(self, raw: bytes) -> str:
-        text = self._comm_cache.get(raw)
-        if text is None:
-            text = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-            if len(self._comm_cache) < 65536:
-                self._comm_cache[raw] = text
-        return text
 
     def base(self, rtype: str, ts: str, pid: int, comm: str, cgroup_id: int, pid_source: str) -> dict:
         return {"type": rtype, "ts": ts, "host": self.host, "run_id": self.run_id, "seq": None, "pid": pid, "comm": comm,
@@ -76,7 +82,7 @@ class RecordBuilder:
         fam = FAMILY.get(ev.family, str(ev.family))
         rec = self.base(
             {L.EV_CONNECT: "connect", L.EV_ACCEPT: "accept", L.EV_CLOSE: "close"}[ev.type],
-            self.clock.rfc3339(ev.ts_ns), ev.pid, self._comm(ev.comm), ev.cgroup_id,
+            self.clock.rfc3339(ev.ts_ns), ev.pid, comm_text(ev.comm), ev.cgroup_id,
             PID_SOURCES.get(ev.pid_source, "unknown"),
         )
         rec["tid"] = ev.tid
