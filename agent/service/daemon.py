@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -51,7 +52,8 @@ class Daemon:
         tracer = Tracer(load_options(cfg))
         sink = metrics = None
         try:
-            announce_sink(cfg, _warn)
+            # off the start path: a slow or black-holed broker must not delay attaching
+            threading.Thread(target=announce_sink, args=(cfg, _warn), name="connscope-probe", daemon=True).start()
             sink = open_sink(cfg)
             seeded = tracer.seed_listeners(current_listeners())
             agg, diagnoser, usage = aggregation(cfg)
