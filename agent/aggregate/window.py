@@ -46,6 +46,10 @@ class DestStats:
 class ProcStats(DestStats):
     synack_retransmits: int = 0
     syn_stalled: int = 0  # successful connects that needed SYN retransmits
+    # Successful connects with no handshake time, so not in the latency
+    # sketch: the kernel skipped their ESTABLISHED transition (recursion
+    # guard) and the record came late, flagged incomplete.
+    connects_untimed: int = 0
     latency_max_us: int = 0
     dests: dict = field(default_factory=dict)
     names: dict = field(default_factory=dict)  # enrichment, taken while the process is alive
@@ -98,6 +102,8 @@ class WindowAggregator:
                 p.latency_max_us = max(p.latency_max_us, lat)
                 if ev.syn_retransmits:
                     p.syn_stalled += 1
+            else:
+                p.connects_untimed += 1
         elif ev.type == L.EV_ACCEPT:
             p.synack_retransmits += ev.synack_retransmits
 
@@ -218,6 +224,7 @@ class WindowResult:
             "short_lifetime_us": self.thresholds.short_lifetime_us,
             "connect_latency_us": lat,
             "syn_stalled_connects": p.syn_stalled,
+            "connects_untimed": p.connects_untimed,
             "syn_retransmits": p.syn_retransmits, "synack_retransmits": p.synack_retransmits,
             "retransmits": p.retransmits, "resets_sent": p.resets_sent, "resets_received": p.resets_received,
             "connect_latency_sketch": sketch.to_json(p.latency),

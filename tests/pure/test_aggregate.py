@@ -136,3 +136,16 @@ def test_kernel_counts_of_a_pid_seen_under_two_names_land_in_one_row():
     assert (rows["cs-peer"]["connects_ok"], rows["cs-peer"]["active_closes"]) == (5, 2)
     assert (rows["python3"]["connects_ok"], rows["python3"]["active_closes"]) == (0, 0)
     assert {r["counts_from"] for r in rows.values()} == {"kernel"}
+
+
+def test_a_connect_without_handshake_time_is_counted_untimed_not_sketched():
+    """A connect whose ESTABLISHED transition the kernel skipped arrives late,
+    flagged incomplete, with no established time: it counts as ok and as
+    untimed, and stays out of the latency sketch."""
+    agg = WindowAggregator(10, start_ns=0)
+    for ev in _conn(S, latency_us=100, life_us=10):
+        agg.add(ev)
+    agg.add(event(start_ns=2 * S, established_ns=0, flags=L.F_ESTABLISHED | L.F_INCOMPLETE))
+    [r] = _records(agg.close(10 * S))
+    assert (r["connects_ok"], r["connects_untimed"]) == (2, 1)
+    assert sketch.from_json(r["connect_latency_sketch"]).count == 1
