@@ -33,7 +33,13 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 {
 	u64 sk = (u64)args->skaddr;
 	struct conn_record *st = socks.lookup(&sk);
-	if (st)
+	if (st) {
+		/* Only a CLOSE socket is destroyed: when its transition was not
+		 * seen (the kernel skipped that run), the end is known but not
+		 * how it went (TIME_WAIT or not). Say so. */
+		if (!(st->flags & F_CLOSING))
+			st->flags |= F_INCOMPLETE;
 		resolve(args, st);
+	}
 	return 0;
 }

@@ -147,6 +147,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		return 0;
 	}
 	case ST_FIN_WAIT1:
+	case ST_FIN_WAIT2:
+	case ST_CLOSING:
+		/* Only our FIN leads here: FIN_WAIT2 and CLOSING also say who
+		 * closed first when the kernel skipped the FIN_WAIT1 run. */
 		if (st->closed_by == CLOSED_BY_NONE)
 			st->closed_by = CLOSED_BY_LOCAL;
 		return 0;
@@ -166,9 +170,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	/* closed_by stays NONE here when no FIN came first: resolve() decides
 	 * it, because an abortive close (SO_LINGER 0, tcp_disconnect) moves to
 	 * CLOSE before it sends its RST. */
-	if (st->closed_by == CLOSED_BY_LOCAL &&
-	    (old == ST_FIN_WAIT1 || old == ST_FIN_WAIT2 || old == ST_CLOSING))
-		st->flags |= F_TIME_WAIT;
+	if (old == ST_FIN_WAIT1 || old == ST_FIN_WAIT2 || old == ST_CLOSING) {
+		if (st->closed_by == CLOSED_BY_NONE) /* every run before this one was skipped */
+			st->closed_by = CLOSED_BY_LOCAL;
+		if (st->closed_by == CLOSED_BY_LOCAL)
+			st->flags |= F_TIME_WAIT;
+	}
 
 	struct tuple_key k;
 	tuple_from_state(&k, st);

@@ -106,5 +106,12 @@ class AgentRun:
         self.close()
 
 
+def skipped_runs(records: list[dict]) -> int:
+    """Runs of our eBPF programs the kernel skipped (its recursion guard), as
+    the agent reported them in `lost` records: each costs at most one record
+    or one transition of one socket."""
+    return sum(r["count"] for r in records if r["type"] == "lost" and r["reason"] == "recursion_miss")
+
+
 def is_root() -> bool:
     return os.geteuid() == 0

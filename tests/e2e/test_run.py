@@ -13,7 +13,7 @@ import pytest
 
 from netlab import pick_port
 
-from ..agentrun import AgentRun, REPO, connscope_argv, is_root
+from ..agentrun import AgentRun, REPO, connscope_argv, is_root, skipped_runs
 from ..kernel.conftest import Lab
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
@@ -227,7 +227,7 @@ def test_over_budget_samples_connections_and_summaries_stay_exact(tmp_path, netp
             time.sleep(0.3)
         recs = run.stop(signal.SIGTERM)
     kept = [r for r in recs if r["type"] == "connect" and r["pid"] == b["pid"]]
-    skipped = sum(r["count"] for r in recs if r["type"] == "lost" and r["reason"] == "recursion_miss")
+    skipped = skipped_runs(recs)
     assert n - skipped <= total <= n, (total, skipped)
     assert len(kept) < n, "per-connection records were not sampled"
     stop = recs[-1]

@@ -8,7 +8,7 @@ import pytest
 
 from netlab import pick_port
 
-from ..agentrun import AgentRun, REPO, connscope_argv, is_root
+from ..agentrun import AgentRun, REPO, connscope_argv, is_root, skipped_runs
 from .conftest import Lab
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
@@ -166,7 +166,7 @@ def test_connect_latency_percentiles_match_the_client_under_syn_loss(summaries, 
     # each such skip is reported in a lost record of the stream.
     u = untimed()
     assert merged.count + u == n
-    skipped = sum(r["count"] for r in summaries.records() if r["type"] == "lost" and r["reason"] == "recursion_miss")
+    skipped = skipped_runs(summaries.records())
     assert u <= skipped, (u, skipped)
     client = sorted(a["latency_us"] for a in attempts)
     stalled = sum(1 for a in attempts if a["latency_us"] > 500_000)
@@ -282,7 +282,7 @@ def test_summary_counts_stay_exact_when_the_buffer_drops_records(netpair, peer_c
     # Buffer drops cannot make the counts drift. An event the kernel skipped
     # (its per-CPU recursion guard) is a loss of its own, reported as such:
     # each costs at most one count.
-    skipped = sum(r["count"] for r in recs if r["type"] == "lost" and r["reason"] == "recursion_miss")
+    skipped = skipped_runs(recs)
     assert all(n - skipped <= t <= n for t in totals), (totals, skipped)
     if skipped == 0:
         assert totals == [n] * 4

@@ -4,6 +4,7 @@ import pytest
 
 from netlab import pick_port
 
+from ..agentrun import skipped_runs
 from .conftest import match
 
 
@@ -94,7 +95,12 @@ def test_ephemeral_ports_exhausted(agent, lab):
     rec = _attempt(agent, lab, port, attempts[10], 99, "EADDRNOTAVAIL", sport=0)
     # every one of the ten leaves a TIME_WAIT socket holding its port
     closes = agent.wait_for(match(type="close", family=lab.family, dport=port, direction="outbound"), count=10)
-    assert all(r["time_wait"] for r in closes)
+    assert sorted(r["sport"] for r in closes) == list(range(40000, 40010)), closes
+    # A close whose CLOSE transition the kernel skipped (its recursion guard,
+    # reported as lost/recursion_miss) is emitted later, flagged incomplete,
+    # and cannot know its TIME_WAIT: only those may lack it.
+    unsure = [r for r in closes if not r["time_wait"]]
+    assert all(r["incomplete"] for r in unsure) and len(unsure) <= skipped_runs(agent.records()), closes
     assert rec["syn_retransmits"] == 0
 
 
