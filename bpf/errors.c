@@ -7,9 +7,9 @@
  * without an errno.
  */
 
-TRACEPOINT_PROBE(sock, inet_sk_error_report)
+static __always_inline int error_report(void *ctx, struct sk_fields *args)
 {
-	if (args->protocol != IPPROTO_TCP || args->error == 0)
+	if (args->error == 0)
 		return 0;
 	struct tuple_key k;
 	TUPLE_FROM_ARGS(k, args);
@@ -19,7 +19,7 @@ TRACEPOINT_PROBE(sock, inet_sk_error_report)
 		struct conn_record *st = socks.lookup(&sk);
 		if (st) {
 			st->err = args->error;
-			resolve(args, st);
+			resolve(ctx, st);
 			return 0;
 		}
 		closing.delete(&k);
@@ -29,9 +29,34 @@ TRACEPOINT_PROBE(sock, inet_sk_error_report)
 	return 0;
 }
 
-TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+#if HAVE_ERROR_REPORT == HOOK_RAW_TP
+RAW_TRACEPOINT_PROBE(inet_sk_error_report)
 {
-	u64 sk = (u64)args->skaddr;
+	/* TP_PROTO(const struct sock *sk) */
+	u64 sk = ctx->args[0];
+	if (sk_protocol(sk) != IPPROTO_TCP)
+		return 0;
+	struct sk_fields f = {};
+	SK_READ(f.error, sk, OFF_SK_ERR);
+	if (f.error == 0)
+		return 0;
+	sk_fields_read(&f, sk);
+	return error_report(ctx, &f);
+}
+#elif HAVE_ERROR_REPORT
+TRACEPOINT_PROBE(sock, inet_sk_error_report)
+{
+	if (args->protocol != IPPROTO_TCP || args->error == 0)
+		return 0;
+	struct sk_fields f = {};
+	SK_FIELDS_FROM_RECORD(f, args);
+	f.error = args->error;
+	return error_report(args, &f);
+}
+#endif
+
+static __always_inline void destroy(void *ctx, u64 sk)
+{
 	struct conn_record *st = socks.lookup(&sk);
 	if (st) {
 		/* Only a CLOSE socket is destroyed: when its transition was not
@@ -39,7 +64,21 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 		 * how it went (TIME_WAIT or not). Say so. */
 		if (!(st->flags & F_CLOSING))
 			st->flags |= F_INCOMPLETE;
-		resolve(args, st);
+		resolve(ctx, st);
 	}
+}
+
+#if HAVE_DESTROY == HOOK_RAW_TP
+RAW_TRACEPOINT_PROBE(tcp_destroy_sock)
+{
+	/* TP_PROTO(struct sock *sk) */
+	destroy(ctx, ctx->args[0]);
 	return 0;
 }
+#elif HAVE_DESTROY
+TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+{
+	destroy(args, (u64)args->skaddr);
+	return 0;
+}
+#endif

@@ -17,7 +17,22 @@ static __always_inline void first_io(const void *skp, u16 protocol)
 	owner_from_current(st, PID_SRC_FIRST_IO);
 }
 
-#if HAVE_FIRST_IO
+#if HAVE_FIRST_IO == HOOK_RAW_TP
+/* TP_PROTO(struct sock *sk, int ret, int flags) */
+RAW_TRACEPOINT_PROBE(sock_send_length)
+{
+	u64 sk = ctx->args[0];
+	first_io((const void *)sk, sk_protocol(sk));
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sock_recv_length)
+{
+	u64 sk = ctx->args[0];
+	first_io((const void *)sk, sk_protocol(sk));
+	return 0;
+}
+#elif HAVE_FIRST_IO
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
 	first_io(args->sk, args->protocol);

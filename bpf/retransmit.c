@@ -6,17 +6,31 @@
  * by tuple until the child reaches ESTABLISHED (state.c).
  */
 
-#if HAVE_RETRANSMIT
-TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
+static __always_inline void retransmit(u64 sk, int state)
 {
-	u64 sk = (u64)args->skaddr;
 	struct conn_record *st = socks.lookup(&sk);
 	if (!st)
-		return 0;
-	if (args->state == ST_SYN_SENT)
+		return;
+	if (state == ST_SYN_SENT)
 		__sync_fetch_and_add(&st->syn_retransmits, 1);
 	else
 		__sync_fetch_and_add(&st->retransmits, 1);
+}
+
+#if HAVE_RETRANSMIT == HOOK_RAW_TP
+RAW_TRACEPOINT_PROBE(tcp_retransmit_skb)
+{
+	/* TP_PROTO(const struct sock *sk, const struct sk_buff *skb, int err) */
+	u64 sk = ctx->args[0];
+	u8 state = 0;
+	SK_READ(state, sk, OFF_SK_STATE);
+	retransmit(sk, state);
+	return 0;
+}
+#elif HAVE_RETRANSMIT
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
+{
+	retransmit((u64)args->skaddr, args->state);
 	return 0;
 }
 #endif /* HAVE_RETRANSMIT */

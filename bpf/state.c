@@ -53,11 +53,9 @@ static __always_inline void inbound_start(struct conn_record *st, struct listene
 	}
 }
 
-TRACEPOINT_PROBE(sock, inet_sock_set_state)
+static __always_inline int set_state(void *ctx, struct sk_fields *args)
 {
-	if (args->protocol != IPPROTO_TCP)
-		return 0;
-	u64 sk = (u64)args->skaddr;
+	u64 sk = args->skaddr;
 	int old = args->oldstate, new = args->newstate;
 	u64 now = bpf_ktime_get_ns();
 
@@ -72,7 +70,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	}
 	if (old == ST_CLOSE && new == ST_SYN_SENT) {
 #if CONNECT_HOOK == HOOK_TRACEPOINT
-		connect_start(args, sk);
+		connect_start(ctx, sk);
 #endif
 		return 0;
 	}
@@ -80,7 +78,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	struct conn_record *st;
 	if (old == ST_LISTEN && new == ST_SYN_RECV) {
 		/* the child socket, cloned from the listener */
-		st = state_new(args, sk);
+		st = state_new(ctx, sk);
 		if (!st)
 			return 0;
 		st->start_ns = now;
@@ -94,7 +92,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		/* The start of this connection was skipped (see state_new):
 		 * report it from here, flagged, without a start time. An
 		 * outbound owner cannot be known in this (softirq) context. */
-		st = state_new(args, sk);
+		st = state_new(ctx, sk);
 		if (!st)
 			return 0;
 		st->flags = F_INCOMPLETE;
@@ -108,7 +106,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 			return 0;
 		/* A connection that predates connscope (or whose state the LRU
 		 * evicted): track its end, flagged, with what is knowable. */
-		st = state_new(args, sk);
+		st = state_new(ctx, sk);
 		if (!st)
 			return 0;
 		st->flags = F_PREEXISTING | F_ESTABLISHED;
@@ -124,7 +122,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		 * emitted late, flagged, with no handshake time. */
 		st->flags |= F_ESTABLISHED | F_INCOMPLETE;
 		STORE_ADDRS(st, args);
-		emit(args, st, st->direction == DIR_INBOUND ? EV_ACCEPT : EV_CONNECT);
+		emit(ctx, st, st->direction == DIR_INBOUND ? EV_ACCEPT : EV_CONNECT);
 	}
 
 	STORE_ADDRS(st, args);
@@ -133,7 +131,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		st->established_ns = now;
 		st->flags |= F_ESTABLISHED;
 		if (old == ST_SYN_SENT) {
-			emit(args, st, EV_CONNECT);
+			emit(ctx, st, EV_CONNECT);
 		} else if (old == ST_SYN_RECV) {
 			struct tuple_key k;
 			tuple_from_state(&k, st);
@@ -142,7 +140,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 				st->synack_retransmits = *n;
 				synacks.delete(&k);
 			}
-			emit(args, st, EV_ACCEPT);
+			emit(ctx, st, EV_ACCEPT);
 		}
 		return 0;
 	}
@@ -184,9 +182,36 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		/* tcp_abort() reports the error before moving to CLOSE */
 		st->err = *early;
 		early_err.delete(&k);
-		resolve(args, st);
+		resolve(ctx, st);
 		return 0;
 	}
 	closing.update(&k, &sk);
 	return 0;
 }
+
+#if HAVE_LIFECYCLE == HOOK_RAW_TP
+RAW_TRACEPOINT_PROBE(inet_sock_set_state)
+{
+	/* TP_PROTO(const struct sock *sk, const int oldstate, const int newstate) */
+	u64 sk = ctx->args[0];
+	if (sk_protocol(sk) != IPPROTO_TCP)
+		return 0;
+	struct sk_fields f = {};
+	sk_fields_read(&f, sk);
+	f.oldstate = (int)ctx->args[1];
+	f.newstate = (int)ctx->args[2];
+	return set_state(ctx, &f);
+}
+#elif HAVE_LIFECYCLE
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+	if (args->protocol != IPPROTO_TCP)
+		return 0;
+	struct sk_fields f = {};
+	SK_FIELDS_FROM_RECORD(f, args);
+	f.skaddr = (u64)args->skaddr;
+	f.oldstate = args->oldstate;
+	f.newstate = args->newstate;
+	return set_state(args, &f);
+}
+#endif

@@ -11,7 +11,7 @@ import click
 from ..errors import ConnscopeError
 from .config_flags import config_options
 
-_FMT = "{:<18} {:<10} {:<8} {}"
+_FMT = "{:<18} {:<14} {:<8} {}"
 
 
 class CheckFailed(ConnscopeError):

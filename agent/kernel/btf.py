@@ -17,6 +17,8 @@ BTF_MAGIC = 0xEB9F
 
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
 KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC, KIND_DECL_TAG, KIND_ENUM64 = 12, 13, 14, 15, 17, 19
+KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG = 8, 9, 10, 11, 18
+_QUALIFIERS = (KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
 
 # Bytes that follow the 12-byte btf_type header, per kind: (fixed, per vlen item).
 _TRAILER = {
@@ -45,6 +47,7 @@ class BTFType:
     vlen: int
     kind_flag: bool
     offset: int  # of the btf_type header within the type section
+    ref: int = 0  # the header's size_or_type: the referred type id for PTR, TYPEDEF, qualifiers
 
 
 class BTF:
@@ -61,6 +64,7 @@ class BTF:
         self._types = blob[hdr_len + type_off : hdr_len + type_off + type_len]
         self._strings = blob[hdr_len + str_off : hdr_len + str_off + str_len]
         self._by_name: dict[tuple[int, str], BTFType] = {}
+        self._by_id: list[BTFType] = []  # type id i at [i - 1]
         self._walk()
 
     @classmethod
@@ -78,10 +82,11 @@ class BTF:
     def _walk(self) -> None:
         pos, type_id, data = 0, 1, self._types
         while pos + 12 <= len(data):
-            name_off, info, _size_or_type = struct.unpack_from("<III", data, pos)
+            name_off, info, size_or_type = struct.unpack_from("<III", data, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             name = self._name(name_off) if name_off else ""
-            t = BTFType(type_id, kind, name, vlen, bool(info >> 31), pos)
+            t = BTFType(type_id, kind, name, vlen, bool(info >> 31), pos, size_or_type)
+            self._by_id.append(t)
             if name:
                 self._by_name.setdefault((kind, name), t)
             fixed, per_item = _TRAILER.get(kind, (0, 0))
@@ -92,15 +97,60 @@ class BTF:
         return self._by_name.get((kind, name))
 
     def member_offset(self, struct_name: str, member: str) -> int:
-        """Byte offset of a (non-bitfield) member of a named struct."""
+        """Byte offset of a (non-bitfield) member of a named struct, also one
+        inside an anonymous struct or union member (sock_common's skc_daddr)."""
         t = self.find(KIND_STRUCT, struct_name)
         if t is None:
             raise BTFError(f"struct {struct_name} not in BTF")
+        bits = self._member_bits(t, member)
+        if bits is None:
+            raise BTFError(f"{struct_name} has no member {member}")
+        if bits % 8:
+            raise BTFError(f"{struct_name}.{member} is a bitfield")
+        return bits // 8
+
+    def _member_bits(self, t: BTFType, member: str) -> int | None:
         for i in range(t.vlen):
-            name_off, _type, offset = struct.unpack_from("<III", self._types, t.offset + 12 + 12 * i)
-            if name_off and self._name(name_off) == member:
-                bits = offset & 0xFFFFFF if t.kind_flag else offset
-                if bits % 8:
-                    raise BTFError(f"{struct_name}.{member} is a bitfield")
-                return bits // 8
-        raise BTFError(f"{struct_name} has no member {member}")
+            name_off, type_id, offset = struct.unpack_from("<III", self._types, t.offset + 12 + 12 * i)
+            bits = offset & 0xFFFFFF if t.kind_flag else offset
+            if name_off:
+                if self._name(name_off) == member:
+                    return bits
+                continue
+            inner = self._by_id[type_id - 1] if 0 < type_id <= len(self._by_id) else None
+            if inner is not None and inner.kind in (KIND_STRUCT, KIND_UNION):
+                found = self._member_bits(inner, member)
+                if found is not None:
+                    return bits + found
+        return None
+
+    def _type(self, type_id: int) -> BTFType | None:
+        return self._by_id[type_id - 1] if 0 < type_id <= len(self._by_id) else None
+
+    def _skip_qualifiers(self, t: BTFType | None) -> BTFType | None:
+        while t is not None and t.kind in _QUALIFIERS:
+            t = self._type(t.ref)
+        return t
+
+    def raw_tracepoint_args(self, name: str) -> list[str]:
+        """The C arguments a raw tracepoint passes, from its btf_trace_<name>
+        typedef: the struct name for a struct pointer ("struct sock *"),
+        else the kind ("int", ...). The typedef's first (void *) argument,
+        the tracepoint's data, is left out."""
+        t = self.find(KIND_TYPEDEF, f"btf_trace_{name}")
+        ptr = self._type(t.ref) if t else None
+        proto = self._type(ptr.ref) if ptr and ptr.kind == KIND_PTR else None
+        if proto is None or proto.kind != KIND_FUNC_PROTO:
+            raise BTFError(f"no btf_trace_{name} prototype in BTF")
+        out = []
+        for i in range(1, proto.vlen):
+            _name_off, type_id = struct.unpack_from("<II", self._types, proto.offset + 12 + 8 * i)
+            arg = self._skip_qualifiers(self._type(type_id))
+            while arg is not None and arg.kind == KIND_TYPEDEF:
+                arg = self._skip_qualifiers(self._type(arg.ref))
+            if arg is not None and arg.kind == KIND_PTR:
+                target = self._skip_qualifiers(self._type(arg.ref))
+                out.append(f"struct {target.name} *" if target and target.kind == KIND_STRUCT else "pointer")
+            else:
+                out.append({KIND_INT: "int", KIND_ENUM: "enum", KIND_ENUM64: "enum"}.get(arg.kind if arg else 0, "other"))
+        return out

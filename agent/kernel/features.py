@@ -22,6 +22,7 @@ TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 _SYS_bpf = 321  # x86_64
 _BPF_MAP_CREATE, _BPF_PROG_LOAD, _BPF_RAW_TRACEPOINT_OPEN = 0, 5, 17
 _BPF_MAP_TYPE_RINGBUF = 27
+_BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 _BPF_PROG_TYPE_TRACING = 26
 _BPF_TRACE_FENTRY = 24
 # r0 = 0; exit
@@ -104,6 +105,31 @@ def fentry(function: str) -> Probe:
         link, err = _bpf(_BPF_RAW_TRACEPOINT_OPEN, attach)
         if link < 0:
             return Probe(False, f"fentry attach refused: {_errname(err)}")
+        os.close(link)
+        return Probe(True)
+    finally:
+        os.close(prog)
+
+
+@cache
+def raw_tracepoint(name: str) -> Probe:
+    """Loads an empty raw tracepoint program and attaches it to ``name``."""
+    insns = ctypes.create_string_buffer(_RETURN_ZERO, len(_RETURN_ZERO))
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = bytearray(128)
+    struct.pack_into("<IIQQ", attr, 0, _BPF_PROG_TYPE_RAW_TRACEPOINT, 2, ctypes.addressof(insns),
+                     ctypes.addressof(lic))
+    struct.pack_into("<16s", attr, 48, b"cs_probe")
+    prog, err = _bpf(_BPF_PROG_LOAD, attr)
+    if prog < 0:
+        return Probe(False, f"raw tracepoint program load refused: {_errname(err)}")
+    try:
+        tp = ctypes.create_string_buffer(name.encode())
+        attach = bytearray(16)
+        struct.pack_into("<QI", attach, 0, ctypes.addressof(tp), prog)
+        link, err = _bpf(_BPF_RAW_TRACEPOINT_OPEN, attach)
+        if link < 0:
+            return Probe(False, f"raw tracepoint {name} attach refused: {_errname(err)}")
         os.close(link)
         return Probe(True)
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import features
+from . import features, sock_fields
 from .features import Probe
 
 
@@ -44,14 +44,56 @@ def _tp(category: str, *names: str) -> Callable[[], Probe]:
     return probe
 
 
+HOOK_TRACEPOINT, HOOK_RAW_TP = 3, 4  # bpf/maps.c
+
+
 def _tp_method(category: str, *names: str, define: str) -> Method:
     return Method(
         name="tracepoint",
         target=", ".join(f"{category}:{n}" for n in names),
         probe=_tp(category, *names),
-        cflags={define: 1},
+        cflags={define: HOOK_TRACEPOINT},
         programs=tuple(f"tracepoint__{category}__{n}" for n in names),
     )
+
+
+SOCK = ("struct sock *",)  # what most raw programs read: ctx->args[0]
+
+
+def _raw(names: tuple[str, ...], reads: tuple[str, ...]) -> Callable[[], Probe]:
+    def probe() -> Probe:
+        for name in names:
+            for p in (sock_fields.probe, lambda: sock_fields.args_probe(name, reads),
+                      lambda: features.raw_tracepoint(name)):
+                found = p()
+                if not found:
+                    return found
+        return Probe(True)
+
+    return probe
+
+
+def _raw_method(*names: str, define: str, reads: tuple[str, ...]) -> Method:
+    """The same tracepoints, attached raw. A perf-event tracepoint program
+    is skipped while any other one runs on its CPU (the shared
+    bpf_prog_active guard: a softirq's state change lost because it
+    interrupted a syscall's program); a raw one only while itself runs.
+    Its programs read the socket at BTF offsets (sock_fields.py), from the
+    arguments `reads` names, which the probe checks against BTF."""
+    return Method(
+        name="raw_tracepoint",
+        target=", ".join(f"raw_tp:{n}" for n in names),
+        probe=_raw(names, reads),
+        cflags={define: HOOK_RAW_TP},
+        programs=tuple(f"raw_tracepoint__{n}" for n in names),
+    )
+
+
+def _tp_hook(name: str, required: bool, category: str, *tps: str, define: str, effect: str,
+             reads: tuple[str, ...] = SOCK) -> Hook:
+    """A hook on sock:/tcp: tracepoints: raw first, the perf-event tracepoint after."""
+    return Hook(name, required, (_raw_method(*tps, define=define, reads=reads),
+                                 _tp_method(category, *tps, define=define)), effect)
 
 
 HOOKS: tuple[Hook, ...] = (
@@ -67,36 +109,41 @@ HOOKS: tuple[Hook, ...] = (
                    {"CONNECT_HOOK": 1}, ("kfunc__vmlinux__tcp_connect",)),
             Method("kprobe", "kprobe:tcp_connect", features.kprobes,
                    {"CONNECT_HOOK": 2}, ("kprobe__tcp_connect",)),
-            Method("tracepoint", "sock:inet_sock_set_state (CLOSE->SYN_SENT)",
-                   _tp("sock", "inet_sock_set_state"), {"CONNECT_HOOK": 3},
-                   ("tracepoint__sock__inet_sock_set_state",)),
+            # Its code runs inside the lifecycle hook's program, whichever
+            # method that has, so a load failure there is lifecycle's.
+            Method("tracepoint", "inet_sock_set_state CLOSE->SYN_SENT (in the lifecycle program)",
+                   _tp("sock", "inet_sock_set_state"), {"CONNECT_HOOK": 3}),
         ),
         effect_if_missing="no connection records at all",
     ),
-    Hook("lifecycle", True, (_tp_method("sock", "inet_sock_set_state", define="HAVE_LIFECYCLE"),),
-         "no connection records at all"),
-    Hook("error_report", True, (_tp_method("sock", "inet_sk_error_report", define="HAVE_ERROR_REPORT"),),
-         "failed connects and closes lose their errno"),
-    Hook("destroy", True, (_tp_method("tcp", "tcp_destroy_sock", define="HAVE_DESTROY"),),
-         "closes without an error are never emitted"),
+    _tp_hook("lifecycle", True, "sock", "inet_sock_set_state", define="HAVE_LIFECYCLE",
+             effect="no connection records at all", reads=("struct sock *", "int", "int")),
+    _tp_hook("error_report", True, "sock", "inet_sk_error_report", define="HAVE_ERROR_REPORT",
+             effect="failed connects and closes lose their errno"),
+    _tp_hook("destroy", True, "tcp", "tcp_destroy_sock", define="HAVE_DESTROY",
+             effect="closes without an error are never emitted"),
+    # syscalls: tracepoints have no raw twin of their own (only
+    # raw_syscalls:sys_enter, for every syscall); they run in process
+    # context, where nothing of ours can be interrupted into skipping them.
     Hook("connect_syscall", False,
          (_tp_method("syscalls", "sys_enter_connect", "sys_exit_connect", define="HAVE_CONNECT_SYSCALL"),),
          "EADDRNOTAVAIL and failures before TCP (ENETUNREACH, EACCES) are not reported"),
     Hook("socket_syscall", False,
          (_tp_method("syscalls", "sys_enter_socket", "sys_exit_socket", define="HAVE_SOCKET_SYSCALL"),),
          "failures before TCP (ENETUNREACH, EACCES) are not reported"),
-    Hook("retransmit", False, (_tp_method("tcp", "tcp_retransmit_skb", define="HAVE_RETRANSMIT"),),
-         "syn_retransmits and retransmits stay 0"),
+    _tp_hook("retransmit", False, "tcp", "tcp_retransmit_skb", define="HAVE_RETRANSMIT",
+             effect="syn_retransmits and retransmits stay 0"),
+    # SYN-ACK retransmits are rare and timer-driven: the record's tuple
+    # (from the request socket) is all that is read, so the tracepoint stays.
     Hook("synack_retransmit", False,
          (_tp_method("tcp", "tcp_retransmit_synack", define="HAVE_SYNACK_RETRANSMIT"),),
          "synack_retransmits stays 0"),
-    Hook("reset_sent", False, (_tp_method("tcp", "tcp_send_reset", define="HAVE_RESET_SENT"),),
-         "resets_sent stays 0"),
-    Hook("reset_received", False, (_tp_method("tcp", "tcp_receive_reset", define="HAVE_RESET_RECEIVED"),),
-         "resets_received stays 0 and peer resets show as closed_by local"),
-    Hook("first_io", False,
-         (_tp_method("sock", "sock_send_length", "sock_recv_length", define="HAVE_FIRST_IO"),),
-         "inbound connections keep the listener's owner as their pid"),
+    _tp_hook("reset_sent", False, "tcp", "tcp_send_reset", define="HAVE_RESET_SENT",
+             effect="resets_sent stays 0"),
+    _tp_hook("reset_received", False, "tcp", "tcp_receive_reset", define="HAVE_RESET_RECEIVED",
+             effect="resets_received stays 0 and peer resets show as closed_by local"),
+    _tp_hook("first_io", False, "sock", "sock_send_length", "sock_recv_length", define="HAVE_FIRST_IO",
+             effect="inbound connections keep the listener's owner as their pid"),
     # Not an attach point but chosen the same way: the ring buffer (5.8+)
     # keeps order across CPUs and has one counted drop point; the perf
     # buffer works everywhere.

@@ -22,7 +22,7 @@ from ..decode import layout
 from ..decode.events import ConnEvent, MalformedRecord, decode, decode_state
 from ..decode.finalize import count_keys, finalize
 from ..errors import ConnscopeError, KernelFeatureError
-from . import features, privileges
+from . import features, privileges, sock_fields
 from .hooks import HOOKS, SOURCES, Hook, Method
 
 try:  # Debian's python3-bpfcc; the PyPI package named "bcc" is not BCC
@@ -144,6 +144,7 @@ class Tracer:
     def _cflags(self) -> list[str]:
         flags = [f"-I{bpf_dir()}", f"-DRINGBUF_PAGES={int(self.opts.ringbuf_pages)}",
                  f"-DMAX_SOCKS={int(self.opts.max_socks)}", f"-DPROC_COUNTS={int(self.opts.proc_counts)}"]
+        flags += [f"-D{k}={int(v)}" for k, v in sock_fields.cflags().items()]
         for st in self.statuses.values():
             defines = {k: 0 for m in st.hook.methods for k in m.cflags}
             if st.method:

@@ -100,7 +100,8 @@ def test_ephemeral_ports_exhausted(agent, lab):
     # reported as lost/recursion_miss) is emitted later, flagged incomplete,
     # and cannot know its TIME_WAIT: only those may lack it.
     unsure = [r for r in closes if not r["time_wait"]]
-    assert all(r["incomplete"] for r in unsure) and len(unsure) <= skipped_runs(agent.records()), closes
+    shown = [(r["sport"], r["time_wait"], r["incomplete"], r["closed_by"], r["duration_us"]) for r in closes]
+    assert all(r["incomplete"] for r in unsure) and len(unsure) <= skipped_runs(agent.records()), shown
     assert rec["syn_retransmits"] == 0
 
 

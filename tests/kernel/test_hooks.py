@@ -51,12 +51,18 @@ def test_this_kernel_falls_back_to_the_tracepoint_for_tcp_connect():
         run.stop()
 
 
-def _loopback_roundtrip() -> int:
-    srv = socket.create_server(("127.0.0.1", 0))
+def _loopback_roundtrip(host: str = "127.0.0.1") -> int:
+    srv = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     port = srv.getsockname()[1]
-    t = threading.Thread(target=lambda: srv.accept()[0].close())
+
+    def serve():  # closes only after the client's FIN: the client closes first
+        conn = srv.accept()[0]
+        conn.recv(1)
+        conn.close()
+
+    t = threading.Thread(target=serve)
     t.start()
-    socket.create_connection(("127.0.0.1", port)).close()
+    socket.create_connection((host, port)).close()
     t.join()
     srv.close()
     return port
@@ -70,10 +76,30 @@ def test_each_usable_method_traces_a_connection(hook_name, method):
         pytest.skip(f"{hook_name}={method} not on this kernel: {probe.reason}")
     with AgentRun("--force-hook", f"{hook_name}={method}") as run:
         assert run.start["hooks"][hook_name]["method"] == method
-        port = _loopback_roundtrip()
-        [rec] = run.wait_for(lambda r: r["type"] == "connect" and r["dport"] == port and r["result"] == "ok")
-        assert rec["pid"] > 0 and rec["pid_source"] == "connect"
+        for host in ("127.0.0.1", "::1"):  # the addresses and ports each method reads
+            port = _loopback_roundtrip(host)
+            [rec] = run.wait_for(lambda r: r["type"] == "connect" and r["dport"] == port and r["result"] == "ok")
+            assert rec["pid"] > 0 and rec["pid_source"] == "connect"
+            assert (rec["saddr"], rec["daddr"]) == (host, host) and rec["sport"] > 0
+            [close] = run.wait_for(lambda r: r["type"] == "close" and r["dport"] == port
+                                   and r["direction"] == "outbound")
+            assert (close["sport"], close["closed_by"], close["time_wait"]) == (rec["sport"], "local", True)
+        # a refused connect: the errno comes from the error report, the RST
+        # from the reset hook, the end from the state change
+        refused = _refused_port()
+        [fail] = run.wait_for(lambda r: r["type"] == "connect" and r["dport"] == refused)
+        assert (fail["errno"], fail["error"], fail["resets_received"]) == (111, "ECONNREFUSED", 1)
         run.stop()
+
+
+def _refused_port() -> int:
+    """A loopback port nothing listens on, connected to once (and refused)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    srv.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port))
+    return port
 
 
 @pytest.mark.parametrize("proc_counts", [False, True])

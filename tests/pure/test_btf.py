@@ -43,3 +43,36 @@ def test_headers_would_be_wrong_here(btf):
     """KERNEL-FACTS: the 6.1 headers put sock.sk_err at 544; this kernel does not."""
     assert btf.find(KIND_STRUCT, "sock") is not None
     assert btf.member_offset("sock", "sk_err") != 544
+
+
+@pytest.mark.parametrize("struct,member", [("sock_common", "skc_daddr"), ("sock_common", "skc_dport"),
+                                           ("sock_common", "skc_v6_daddr")])
+def test_members_inside_anonymous_unions_match_bpftool(btf, struct, member):
+    """skc_daddr sits in an anonymous struct in an anonymous union: the
+    offset is the sum of the outer members' and its own."""
+    out = _bpftool_raw(struct)
+    block = re.search(rf"^\[\d+\] STRUCT '{struct}' size=\d+ vlen=\d+\n((?:\t.*\n)+)", out, re.M).group(1)
+    types = {int(m.group(1)): m.group(2) for m in re.finditer(r"^\[(\d+)\] (.*(?:\n\t.*)*)", out, re.M)}
+
+    def find(body: str, base: int):
+        for m in re.finditer(r"^\t'([^']*)' type_id=(\d+) bits_offset=(\d+)", body, re.M):
+            name, tid, bits = m.group(1), int(m.group(2)), base + int(m.group(3))
+            if name == member:
+                return bits
+            if name == "(anon)" and re.match(r"(STRUCT|UNION) '\(anon\)'", types[tid]):
+                found = find(types[tid] + "\n", bits)
+                if found is not None:
+                    return found
+        return None
+
+    assert btf.member_offset(struct, member) == find(block, 0) // 8
+
+
+@pytest.mark.parametrize("tracepoint", ["inet_sock_set_state", "tcp_destroy_sock", "sock_send_length"])
+def test_raw_tracepoint_arguments_match_bpftool(btf, tracepoint):
+    out = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(rf"^typedef void \(\*btf_trace_{tracepoint}\)\(void \*, (.*)\);$", out, re.M)
+    assert m, f"bpftool shows no btf_trace_{tracepoint}"
+    want = [re.sub(r"^const ", "", a) for a in m.group(1).split(", ")]  # qualifiers are skipped
+    assert btf.raw_tracepoint_args(tracepoint) == want
