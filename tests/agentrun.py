@@ -113,5 +113,13 @@ def skipped_runs(records: list[dict]) -> int:
     return sum(r["count"] for r in records if r["type"] == "lost" and r["reason"] == "recursion_miss")
 
 
+def probed_method(hook_name: str) -> str | None:
+    """The method the agent should choose for a hook: the first whose probe
+    passes on this kernel (KERNEL-FACTS: raw_tracepoint for the socket hooks)."""
+    from agent.kernel.hooks import hook
+
+    return next((m.name for m in hook(hook_name).methods if m.probe()), None)
+
+
 def is_root() -> bool:
     return os.geteuid() == 0

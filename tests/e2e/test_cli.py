@@ -9,7 +9,7 @@ import pytest
 
 from netlab import NetPair, json_lines, pick_port, wait_json_line
 
-from ..agentrun import AgentRun, REPO, connscope_argv, is_root
+from ..agentrun import AgentRun, REPO, connscope_argv, is_root, probed_method
 from ..kernel.conftest import Lab
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
@@ -73,7 +73,7 @@ def test_check_lists_every_hook_and_exits_0():
     for name in ("tcp_connect", "lifecycle", "error_report", "destroy", "connect_syscall", "retransmit",
                  "reset_sent", "reset_received", "first_io", "event_buffer"):
         assert rows[name][1] in ("active", "missing"), name
-    assert rows["lifecycle"] == ["tracepoint", "active"]
+    assert rows["lifecycle"] == [probed_method("lifecycle"), "active"]
     assert rows["SINK"] == ["stdout", "ok"]
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from netlab import pick_port
 
-from ..agentrun import AgentRun, REPO, connscope_argv, is_root, skipped_runs
+from ..agentrun import AgentRun, REPO, connscope_argv, is_root, probed_method, skipped_runs
 from ..kernel.conftest import Lab
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
@@ -185,7 +185,7 @@ def test_prometheus_endpoint_serves_the_counters(tmp_path, netpair, peer_cmd):
         m = _scrape(mport)
         assert m['connscope_records_total{type="connect"}'] >= len(written) >= 2
         assert m['connscope_records_total{type="agent"}'] == 1  # the start record
-        assert m['connscope_hook_info{hook="lifecycle",method="tracepoint"}'] == 1
+        assert m[f'connscope_hook_info{{hook="lifecycle",method="{probed_method("lifecycle")}"}}'] == 1
         assert m['connscope_lost_total{reason="queue_full",stage="queue"}'] == 0
         assert m["connscope_rss_bytes"] > 10e6 and m["connscope_cpu_seconds_total"] > 0
         assert m["connscope_sampling_keep_one_in"] == 1

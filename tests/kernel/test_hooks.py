@@ -12,16 +12,9 @@ import pytest
 from agent.kernel import features
 from agent.kernel.hooks import HOOKS, hook
 
-from ..agentrun import AgentRun, is_root
+from ..agentrun import AgentRun, is_root, probed_method
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
-
-
-def expected_method(h):
-    for m in h.methods:
-        if m.probe():
-            return m.name
-    return None
 
 
 def test_start_record_reports_every_hook_as_probed():
@@ -29,8 +22,8 @@ def test_start_record_reports_every_hook_as_probed():
         hooks = run.start["hooks"]
         assert set(hooks) == {h.name for h in HOOKS}
         for h in HOOKS:
-            assert hooks[h.name]["method"] == expected_method(h), h.name
-            assert hooks[h.name]["state"] == ("active" if expected_method(h) else "missing")
+            assert hooks[h.name]["method"] == probed_method(h.name), h.name
+            assert hooks[h.name]["state"] == ("active" if probed_method(h.name) else "missing")
         # each method skipped before the chosen one is listed with its reason
         chosen = hooks["tcp_connect"]["method"]
         names = [m.name for m in hook("tcp_connect").methods]
