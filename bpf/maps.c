@@ -135,8 +135,8 @@ BPF_PERF_OUTPUT(events);
 static __always_inline void count(u32 idx)
 {
 	u64 *c = counters.lookup(&idx);
-	if (c)
-		*c += 1; /* per-CPU: no atomics needed */
+	if (c) /* per-CPU, but a raw tracepoint program can interrupt another here */
+		__sync_fetch_and_add(c, 1);
 }
 
 static __always_inline void proc_count(u32 pid, u8 kind, u16 err)
@@ -145,7 +145,7 @@ static __always_inline void proc_count(u32 pid, u8 kind, u16 err)
 	u64 one = 1;
 	u64 *n = proc_counts.lookup(&k);
 	if (n) {
-		*n += 1; /* this CPU's slot: no atomics needed */
+		__sync_fetch_and_add(n, 1); /* this CPU's slot; atomic against nesting */
 		return;
 	}
 	/* NOEXIST: when two CPUs create the key at once, the loser adds to
@@ -154,7 +154,7 @@ static __always_inline void proc_count(u32 pid, u8 kind, u16 err)
 		return;
 	n = proc_counts.lookup(&k);
 	if (n)
-		*n += 1;
+		__sync_fetch_and_add(n, 1);
 	else
 		count(CNT_PROC_COUNTS);
 }

@@ -124,16 +124,24 @@ def raw_tracepoint(name: str) -> Probe:
     if prog < 0:
         return Probe(False, f"raw tracepoint program load refused: {_errname(err)}")
     try:
-        tp = ctypes.create_string_buffer(name.encode())
-        attach = bytearray(16)
-        struct.pack_into("<QI", attach, 0, ctypes.addressof(tp), prog)
-        link, err = _bpf(_BPF_RAW_TRACEPOINT_OPEN, attach)
-        if link < 0:
-            return Probe(False, f"raw tracepoint {name} attach refused: {_errname(err)}")
-        os.close(link)
+        os.close(attach_raw_tracepoint(prog, name))
         return Probe(True)
+    except OSError as e:
+        return Probe(False, f"raw tracepoint {name} attach refused: {_errname(e.errno)}")
     finally:
         os.close(prog)
+
+
+def attach_raw_tracepoint(prog_fd: int, name: str) -> int:
+    """BPF_RAW_TRACEPOINT_OPEN: the link's fd (closing it detaches). BCC's
+    attach_raw_tracepoint() takes one program per tracepoint; this does not."""
+    tp = ctypes.create_string_buffer(name.encode())
+    attach = bytearray(16)
+    struct.pack_into("<QI", attach, 0, ctypes.addressof(tp), prog_fd)
+    link, err = _bpf(_BPF_RAW_TRACEPOINT_OPEN, attach)
+    if link < 0:
+        raise OSError(err, f"raw tracepoint {name} attach refused: {_errname(err)}")
+    return link
 
 
 @cache

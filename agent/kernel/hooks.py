@@ -23,6 +23,11 @@ class Method:
     probe: Callable[[], Probe]
     cflags: dict[str, int] = field(default_factory=dict)
     programs: tuple[str, ...] = ()  # BCC function names, to map load errors back
+    # (raw tracepoint, function) pairs the loader attaches itself: BCC's
+    # auto-attach takes one function per raw tracepoint.
+    backups: tuple[tuple[str, str], ...] = ()
+    # Programs whose skipped runs a backup handles: not losses.
+    covered: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,26 +78,32 @@ def _raw(names: tuple[str, ...], reads: tuple[str, ...]) -> Callable[[], Probe]:
     return probe
 
 
-def _raw_method(*names: str, define: str, reads: tuple[str, ...]) -> Method:
+def _raw_method(*names: str, define: str, reads: tuple[str, ...], backup: bool = False) -> Method:
     """The same tracepoints, attached raw. A perf-event tracepoint program
     is skipped while any other one runs on its CPU (the shared
     bpf_prog_active guard: a softirq's state change lost because it
     interrupted a syscall's program); a raw one only while itself runs.
     Its programs read the socket at BTF offsets (sock_fields.py), from the
-    arguments `reads` names, which the probe checks against BTF."""
+    arguments `reads` names, which the probe checks against BTF. With
+    `backup`, a second program (backup__<name>) handles the runs the kernel
+    skips because the first was interrupted on its own CPU (bpf/state.c)."""
+    mains = tuple(f"raw_tracepoint__{n}" for n in names)
+    backups = tuple((n, f"backup__{n}") for n in names) if backup else ()
     return Method(
         name="raw_tracepoint",
-        target=", ".join(f"raw_tp:{n}" for n in names),
+        target=", ".join(f"raw_tp:{n}" + (" (+ backup)" if backup else "") for n in names),
         probe=_raw(names, reads),
         cflags={define: HOOK_RAW_TP},
-        programs=tuple(f"raw_tracepoint__{n}" for n in names),
+        programs=mains + tuple(fn for _, fn in backups),
+        backups=backups,
+        covered=mains if backup else (),
     )
 
 
 def _tp_hook(name: str, required: bool, category: str, *tps: str, define: str, effect: str,
-             reads: tuple[str, ...] = SOCK) -> Hook:
+             reads: tuple[str, ...] = SOCK, backup: bool = False) -> Hook:
     """A hook on sock:/tcp: tracepoints: raw first, the perf-event tracepoint after."""
-    return Hook(name, required, (_raw_method(*tps, define=define, reads=reads),
+    return Hook(name, required, (_raw_method(*tps, define=define, reads=reads, backup=backup),
                                  _tp_method(category, *tps, define=define)), effect)
 
 
@@ -117,7 +128,10 @@ HOOKS: tuple[Hook, ...] = (
         effect_if_missing="no connection records at all",
     ),
     _tp_hook("lifecycle", True, "sock", "inet_sock_set_state", define="HAVE_LIFECYCLE",
-             effect="no connection records at all", reads=("struct sock *", "int", "int")),
+             effect="no connection records at all", reads=("struct sock *", "int", "int"),
+             # the busiest program, and the one that runs both in tasks and
+             # in softirqs: measured, it alone was skipped in bursts
+             backup=True),
     _tp_hook("error_report", True, "sock", "inet_sk_error_report", define="HAVE_ERROR_REPORT",
              effect="failed connects and closes lose their errno"),
     _tp_hook("destroy", True, "tcp", "tcp_destroy_sock", define="HAVE_DESTROY",

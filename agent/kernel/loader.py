@@ -135,6 +135,7 @@ class Tracer:
         self.user_counts: dict[tuple[int, int, int], int] = {}  # count keys of reaped records
         self.malformed = 0
         self.perf_lost = 0
+        self._links: list[int] = []  # raw tracepoint links of the backup programs
         self.bpf = self._load()
         _release_compiler_memory()
         self._counters = self.bpf["counters"]
@@ -162,7 +163,14 @@ class Tracer:
             self._require()
             with _stderr_captured() as diag:
                 try:
-                    return BPF(text=self._text(), cflags=self._cflags())
+                    bpf = BPF(text=self._text(), cflags=self._cflags())
+                    try:
+                        self._attach_backups(bpf)
+                    except Exception:
+                        self._detach_backups()
+                        bpf.cleanup()
+                        raise
+                    return bpf
                 except Exception as err:  # BCC raises bare Exception
                     failure = err
             culprit = self._culprit(str(failure))
@@ -173,6 +181,20 @@ class Tracer:
             st = self.statuses[culprit.hook.name]
             st.tried.append((culprit.name, f"refused at load: {failure}"))
         raise ConnscopeError("no working combination of hooks found", "run `connscope check`")
+
+    def _attach_backups(self, bpf) -> None:
+        for st in self.statuses.values():
+            for tp, fn in st.method.backups if st.method else ():
+                prog = bpf.load_func(fn.encode(), BPF.RAW_TRACEPOINT)
+                try:
+                    self._links.append(features.attach_raw_tracepoint(prog.fd, tp))
+                except OSError as err:
+                    raise Exception(f"BPF program {fn}: {err.strerror}") from err
+
+    def _detach_backups(self) -> None:
+        for fd in self._links:
+            os.close(fd)
+        self._links = []
 
     def _culprit(self, message: str) -> Method | None:
         m = re.search(r"BPF program b?'?([A-Za-z0-9_]+)", message)
@@ -246,10 +268,14 @@ class Tracer:
         """Per program: runs the kernel skipped because another BPF program
         was running on that CPU (perf-event tracepoints share one per-CPU
         guard). Each skipped run can cost at most one record."""
+        covered = {p for st in self.statuses.values() if st.method for p in st.method.covered}
         out = {}
         for name, fn in self.bpf.funcs.items():
+            name = name.decode() if isinstance(name, bytes) else name
+            if name in covered:  # its backup ran instead
+                continue
             try:
-                out[name.decode() if isinstance(name, bytes) else name] = features.prog_recursion_misses(fn.fd)
+                out[name] = features.prog_recursion_misses(fn.fd)
             except OSError:
                 continue
         return out
@@ -313,6 +339,7 @@ class Tracer:
         return n
 
     def close(self) -> None:
+        self._detach_backups()
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
