@@ -39,6 +39,9 @@ class BTFError(Exception):
     pass
 
 
+_PARSED: dict[str, "BTF"] = {}
+
+
 @dataclass(frozen=True)
 class BTFType:
     type_id: int
@@ -69,11 +72,21 @@ class BTF:
 
     @classmethod
     def vmlinux(cls, path: str = VMLINUX) -> "BTF":
-        try:
-            with open(path, "rb") as f:
-                return cls(f.read())
-        except OSError as err:
-            raise BTFError(f"cannot read {path}: {err.strerror}") from err
+        """The kernel's BTF, parsed once (0.2 s, tens of MB of index) and
+        kept until forget(): every probe at start-up asks it something."""
+        if path not in _PARSED:
+            try:
+                with open(path, "rb") as f:
+                    _PARSED[path] = cls(f.read())
+            except OSError as err:
+                raise BTFError(f"cannot read {path}: {err.strerror}") from err
+        return _PARSED[path]
+
+    @staticmethod
+    def forget() -> None:
+        """Drops the parsed BTF once the programs are loaded (the probes
+        keep their answers)."""
+        _PARSED.clear()
 
     def _name(self, off: int) -> str:
         end = self._strings.index(b"\0", off)

@@ -23,6 +23,7 @@ from ..decode.events import ConnEvent, MalformedRecord, decode, decode_state
 from ..decode.finalize import count_keys, finalize
 from ..errors import ConnscopeError, KernelFeatureError
 from . import features, privileges, sock_fields
+from .btf import BTF
 from .hooks import HOOKS, SOURCES, Hook, Method
 
 try:  # Debian's python3-bpfcc; the PyPI package named "bcc" is not BCC
@@ -137,6 +138,7 @@ class Tracer:
         self.perf_lost = 0
         self._links: list[int] = []  # raw tracepoint links of the backup programs
         self.bpf = self._load()
+        BTF.forget()
         _release_compiler_memory()
         self._counters = self.bpf["counters"]
         self._open_buffer()

@@ -46,6 +46,7 @@ def probe() -> Probe:
     return Probe(True)
 
 
+@cache
 def args_probe(tracepoint: str, reads: tuple[str, ...]) -> Probe:
     """Whether the raw tracepoint's arguments start with what its program
     reads (ctx->args[i]): a kernel that changed the prototype falls back."""
