@@ -145,10 +145,6 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 		return 0;
 	}
 	case ST_FIN_WAIT1:
-	case ST_FIN_WAIT2:
-	case ST_CLOSING:
-		/* Only our FIN leads here: FIN_WAIT2 and CLOSING also say who
-		 * closed first when the kernel skipped the FIN_WAIT1 run. */
 		if (st->closed_by == CLOSED_BY_NONE)
 			st->closed_by = CLOSED_BY_LOCAL;
 		return 0;
@@ -169,7 +165,9 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 	 * it, because an abortive close (SO_LINGER 0, tcp_disconnect) moves to
 	 * CLOSE before it sends its RST. */
 	if (old == ST_FIN_WAIT1 || old == ST_FIN_WAIT2 || old == ST_CLOSING) {
-		if (st->closed_by == CLOSED_BY_NONE) /* every run before this one was skipped */
+		/* Only our FIN leads to these states: they say who closed
+		 * first even when the kernel skipped the FIN_WAIT1 run. */
+		if (st->closed_by == CLOSED_BY_NONE)
 			st->closed_by = CLOSED_BY_LOCAL;
 		if (st->closed_by == CLOSED_BY_LOCAL)
 			st->flags |= F_TIME_WAIT;

@@ -130,7 +130,7 @@ class BTF:
                 if self._name(name_off) == member:
                     return bits
                 continue
-            inner = self._by_id[type_id - 1] if 0 < type_id <= len(self._by_id) else None
+            inner = self._type(type_id)
             if inner is not None and inner.kind in (KIND_STRUCT, KIND_UNION):
                 found = self._member_bits(inner, member)
                 if found is not None:

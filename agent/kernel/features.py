@@ -80,6 +80,18 @@ def ringbuf() -> Probe:
     return Probe(True)
 
 
+def _load_return_zero(prog_type: int, attach_type: int = 0, attach_btf_id: int = 0) -> tuple[int, int]:
+    """BPF_PROG_LOAD of `r0 = 0; exit`: (fd, 0) or (-1, errno)."""
+    insns = ctypes.create_string_buffer(_RETURN_ZERO, len(_RETURN_ZERO))
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = bytearray(128)
+    struct.pack_into("<IIQQ", attr, 0, prog_type, 2, ctypes.addressof(insns), ctypes.addressof(lic))
+    struct.pack_into("<16s", attr, 48, b"cs_probe")
+    struct.pack_into("<I", attr, 68, attach_type)
+    struct.pack_into("<I", attr, 108, attach_btf_id)
+    return _bpf(_BPF_PROG_LOAD, attr)
+
+
 @cache
 def fentry(function: str) -> Probe:
     """Loads and attaches an empty fentry program on ``function``."""
@@ -89,14 +101,7 @@ def fentry(function: str) -> Probe:
         return Probe(False, f"no kernel BTF: {err}")
     if target is None:
         return Probe(False, f"{function} is not in kernel BTF")
-    insns = ctypes.create_string_buffer(_RETURN_ZERO, len(_RETURN_ZERO))
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = bytearray(128)
-    struct.pack_into("<IIQQ", attr, 0, _BPF_PROG_TYPE_TRACING, 2, ctypes.addressof(insns), ctypes.addressof(lic))
-    struct.pack_into("<16s", attr, 48, b"cs_probe")
-    struct.pack_into("<I", attr, 68, _BPF_TRACE_FENTRY)
-    struct.pack_into("<I", attr, 108, target.type_id)
-    prog, err = _bpf(_BPF_PROG_LOAD, attr)
+    prog, err = _load_return_zero(_BPF_PROG_TYPE_TRACING, _BPF_TRACE_FENTRY, target.type_id)
     if prog < 0:
         return Probe(False, f"fentry program load refused: {_errname(err)}")
     try:
@@ -114,13 +119,7 @@ def fentry(function: str) -> Probe:
 @cache
 def raw_tracepoint(name: str) -> Probe:
     """Loads an empty raw tracepoint program and attaches it to ``name``."""
-    insns = ctypes.create_string_buffer(_RETURN_ZERO, len(_RETURN_ZERO))
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = bytearray(128)
-    struct.pack_into("<IIQQ", attr, 0, _BPF_PROG_TYPE_RAW_TRACEPOINT, 2, ctypes.addressof(insns),
-                     ctypes.addressof(lic))
-    struct.pack_into("<16s", attr, 48, b"cs_probe")
-    prog, err = _bpf(_BPF_PROG_LOAD, attr)
+    prog, err = _load_return_zero(_BPF_PROG_TYPE_RAW_TRACEPOINT)
     if prog < 0:
         return Probe(False, f"raw tracepoint program load refused: {_errname(err)}")
     try:

@@ -26,8 +26,11 @@ class Method:
     # (raw tracepoint, function) pairs the loader attaches itself: BCC's
     # auto-attach takes one function per raw tracepoint.
     backups: tuple[tuple[str, str], ...] = ()
-    # Programs whose skipped runs a backup handles: not losses.
-    covered: tuple[str, ...] = ()
+
+    @property
+    def covered(self) -> tuple[str, ...]:
+        """Programs whose skipped runs a backup handles: not losses."""
+        return tuple(f"raw_tracepoint__{tp}" for tp, _ in self.backups)
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,10 @@ SOCK = ("struct sock *",)  # what most raw programs read: ctx->args[0]
 
 def _raw(names: tuple[str, ...], reads: tuple[str, ...]) -> Callable[[], Probe]:
     def probe() -> Probe:
+        found = sock_fields.probe()
         for name in names:
-            for p in (sock_fields.probe, lambda: sock_fields.args_probe(name, reads),
-                      lambda: features.raw_tracepoint(name)):
-                found = p()
-                if not found:
-                    return found
-        return Probe(True)
+            found = found and sock_fields.args_probe(name, reads) and features.raw_tracepoint(name)
+        return found
 
     return probe
 
@@ -96,7 +96,6 @@ def _raw_method(*names: str, define: str, reads: tuple[str, ...], backup: bool =
         cflags={define: HOOK_RAW_TP},
         programs=mains + tuple(fn for _, fn in backups),
         backups=backups,
-        covered=mains if backup else (),
     )
 
 

@@ -267,9 +267,11 @@ class Tracer:
         }
 
     def recursion_misses(self) -> dict[str, int]:
-        """Per program: runs the kernel skipped because another BPF program
-        was running on that CPU (perf-event tracepoints share one per-CPU
-        guard). Each skipped run can cost at most one record."""
+        """Per program: runs the kernel skipped because a BPF program was
+        running on that CPU (any other one for perf-event tracepoints, which
+        share one per-CPU guard; the same one for raw tracepoints). Each
+        skipped run can cost at most one record. A program whose skipped
+        runs its backup handles is left out."""
         covered = {p for st in self.statuses.values() if st.method for p in st.method.covered}
         out = {}
         for name, fn in self.bpf.funcs.items():
