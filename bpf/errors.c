@@ -55,30 +55,57 @@ TRACEPOINT_PROBE(sock, inet_sk_error_report)
 }
 #endif
 
-static __always_inline void destroy(void *ctx, u64 sk)
+/* The errno an error report left by tuple because it found no closing
+ * socket (see error_report above). */
+static __always_inline void adopt_early_err(struct conn_record *st)
 {
-	struct conn_record *st = socks.lookup(&sk);
-	if (st) {
-		/* Only a CLOSE socket is destroyed: when its transition was not
-		 * seen (the kernel skipped that run), the end is known but not
-		 * how it went (TIME_WAIT or not). Say so. */
-		if (!(st->flags & F_CLOSING))
-			st->flags |= F_INCOMPLETE;
-		resolve(ctx, st);
+	struct tuple_key k;
+	tuple_from_state(&k, st);
+	s32 *early = early_err.lookup(&k);
+	if (early) {
+		st->err = *early;
+		early_err.delete(&k);
 	}
 }
+
+/* Only a CLOSE socket is destroyed: when its state lacks F_CLOSING, the
+ * kernel skipped that transition's run. The end is known but not how it
+ * went (TIME_WAIT or not): say so. What is still knowable is recovered:
+ * the addresses (a connect's state has no source port before its next
+ * transition) and the errno. `a` is a tracepoint record or sk_fields. */
+#define DESTROY_UNSEEN(st, a)                                              \
+	do {                                                               \
+		(st)->flags |= F_INCOMPLETE;                               \
+		STORE_ADDRS(st, a);                                        \
+		adopt_early_err(st);                                       \
+	} while (0)
 
 #if HAVE_DESTROY == HOOK_RAW_TP
 RAW_TRACEPOINT_PROBE(tcp_destroy_sock)
 {
 	/* TP_PROTO(struct sock *sk) */
-	destroy(ctx, ctx->args[0]);
+	u64 sk = ctx->args[0];
+	struct conn_record *st = socks.lookup(&sk);
+	if (!st)
+		return 0;
+	if (!(st->flags & F_CLOSING)) {
+		struct sk_fields f = {};
+		sk_fields_read(&f, sk);
+		DESTROY_UNSEEN(st, &f);
+	}
+	resolve(ctx, st);
 	return 0;
 }
 #elif HAVE_DESTROY
 TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 {
-	destroy(args, (u64)args->skaddr);
+	u64 sk = (u64)args->skaddr;
+	struct conn_record *st = socks.lookup(&sk);
+	if (!st)
+		return 0;
+	if (!(st->flags & F_CLOSING))
+		DESTROY_UNSEEN(st, args);
+	resolve(args, st);
 	return 0;
 }
 #endif

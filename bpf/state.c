@@ -7,14 +7,17 @@
  * destruction does when no error follows.
  */
 
-static __always_inline void connect_start(void *ctx, u64 sk)
+/* Returns the new state so that the caller stores the addresses it knows:
+ * a connect whose later transitions the kernel skipped still says where it
+ * went (without them its record had no family at all). */
+static __always_inline struct conn_record *connect_start(void *ctx, u64 sk)
 {
 	struct conn_record *st = socks.lookup(&sk);
 	if (st && (st->flags & F_CLOSING))
 		resolve(ctx, st); /* the socket is connecting again */
 	st = state_new(ctx, sk);
 	if (!st)
-		return;
+		return 0;
 	owner_from_current(st, PID_SRC_CONNECT);
 	st->direction = DIR_OUTBOUND;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -25,18 +28,34 @@ static __always_inline void connect_start(void *ctx, u64 sk)
 	} else {
 		st->start_ns = bpf_ktime_get_ns(); /* in-kernel or io_uring connect */
 	}
+	return st;
 }
+
+#if CONNECT_HOOK == HOOK_FENTRY || CONNECT_HOOK == HOOK_KPROBE
+/* tcp_connect() runs after the source port is bound: every address is set. */
+static __always_inline void connect_start_sk(void *ctx, u64 sk)
+{
+	struct conn_record *st = connect_start(ctx, sk);
+#ifdef OFF_SK_PROTOCOL
+	if (st) {
+		struct sk_fields f = {};
+		sk_fields_read(&f, sk);
+		STORE_ADDRS(st, &f);
+	}
+#endif
+}
+#endif
 
 #if CONNECT_HOOK == HOOK_FENTRY
 KFUNC_PROBE(tcp_connect, struct sock *sk)
 {
-	connect_start(ctx, (u64)sk);
+	connect_start_sk(ctx, (u64)sk);
 	return 0;
 }
 #elif CONNECT_HOOK == HOOK_KPROBE
 int kprobe__tcp_connect(struct pt_regs *ctx, struct sock *sk)
 {
-	connect_start(ctx, (u64)sk);
+	connect_start_sk(ctx, (u64)sk);
 	return 0;
 }
 #endif
@@ -70,7 +89,12 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 	}
 	if (old == ST_CLOSE && new == ST_SYN_SENT) {
 #if CONNECT_HOOK == HOOK_TRACEPOINT
-		connect_start(ctx, sk);
+		/* tcp_v4/v6_connect set SYN_SENT before inet_hash_connect()
+		 * picks the source port: sport is still 0 here and is stored
+		 * by the next transition. */
+		struct conn_record *cs = connect_start(ctx, sk);
+		if (cs)
+			STORE_ADDRS(cs, args);
 #endif
 		return 0;
 	}
