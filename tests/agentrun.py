@@ -48,11 +48,20 @@ class AgentRun:
             data = f.read()
         end = data.rfind(b"\n") + 1
         self._pos += end
+        # Every line is kept before any is judged: one bad record fails the
+        # test that reads it, not every later test of a shared agent.
+        problems = []
         for line in data[:end].splitlines():
             rec = json.loads(line)
-            assert_valid(rec)
-            assert rec["seq"] == len(self._records) + 1, f"seq gap: {rec['seq']} after {len(self._records)}"
+            try:
+                assert_valid(rec)
+                last = self._records[-1]["seq"] if self._records else 0
+                assert rec["seq"] == last + 1, f"seq gap: {rec['seq']} after {last}"
+            except AssertionError as err:
+                problems.append(err)
             self._records.append(rec)
+        if problems:
+            raise problems[0]
 
     def records(self) -> list[dict]:
         self._read_new()

@@ -19,13 +19,15 @@ def tls_settings(tb, topic: str, **overrides) -> KafkaSettings:
     conf = dict(bootstrap=[tb.bootstrap], topic=topic, security_protocol="SSL", ssl_cafile=tb.certs.ca,
                 ssl_certfile=tb.certs.client_cert, ssl_keyfile=tb.certs.client_key, ssl_check_hostname=True,
                 compression="lz4", linger_ms=5,
-                # the sink gives up a bootstrap after min(request timeout, 5 s): keep failures quick
-                request_timeout_ms=1000)
+                # The sink gives up a bootstrap after min(request timeout, 5 s). A wrong
+                # certificate fails at once; a shorter wait made a loaded machine's slow
+                # handshake a timeout instead of the TLS error the tests expect.
+                request_timeout_ms=5000)
     conf.update(overrides)
     return KafkaSettings(**conf)
 
 
-def first_warning(settings: KafkaSettings, spool_dir: str, records: list[dict], timeout: float = 15.0):
+def first_warning(settings: KafkaSettings, spool_dir: str, records: list[dict], timeout: float = 30.0):
     """Runs the sink until it warns; returns (warning, stats after close)."""
     warnings: list[str] = []
     sink = KafkaSink(settings, spool_dir, warn=warnings.append)
@@ -65,7 +67,7 @@ def test_wrong_ca_names_ssl_cafile_and_loses_nothing(tls_broker, tmp_path):
     topic = unique_topic("tls-ca")
     tls_broker.create_topic(topic, 1)
     bad = tls_settings(tls_broker, topic, ssl_cafile=tls_broker.certs.other_ca)
-    ok, line = probe(bad, timeout=5)
+    ok, line = probe(bad, timeout=10)
     assert not ok
     assert_one_line(line, "TLS", "CERTIFICATE_VERIFY_FAILED", "kafka.ssl_cafile")
 
@@ -88,7 +90,7 @@ def test_hostname_mismatch_fails_with_the_check_on_and_delivers_with_it_off(tls_
     tls_broker.create_topic(topic, 1)
     wrong = tls_broker.extra_proxy(tls_broker.certs.wrongname_cert, tls_broker.certs.wrongname_key)
     checked = tls_settings(tls_broker, topic, bootstrap=[wrong.bootstrap])
-    ok, line = probe(checked, timeout=5)
+    ok, line = probe(checked, timeout=10)
     assert not ok
     assert_one_line(line, "TLS", "kafka.ssl_check_hostname")
     warning, stats = first_warning(checked, str(tmp_path / "on"), agent_records(10))
