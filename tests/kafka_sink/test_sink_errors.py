@@ -149,6 +149,31 @@ def test_tls_to_a_plaintext_broker_is_reported(mock_cluster, tmp_path, api_versi
     assert stats["state"] == ("spooling" if api_version else "connecting")
 
 
+def test_another_producers_trouble_does_not_become_the_sinks_cause(mock_cluster, tmp_path):
+    """kafka-python logs process-wide. A producer the sink gave up on (or any
+    other client in the process) that keeps failing must not be named as the
+    cause of the sink's own, different trouble."""
+    from kafka import KafkaProducer
+
+    from .conftest import API_VERSION
+
+    stray = KafkaProducer(bootstrap_servers=f"127.0.0.1:{free_port()}", api_version=API_VERSION,
+                          reconnect_backoff_ms=50, reconnect_backoff_max_ms=100, max_block_ms=100)
+    try:
+        with pytest.raises(kerr.KafkaTimeoutError):  # keeps it connecting, and logging refusals
+            stray.send("t", b"x")
+        port = mock_cluster.bootstrap.split(":")[1]
+        sink = KafkaSink(settings_for(mock_cluster, security_protocol="SSL", flush_timeout_s=0.5), str(tmp_path),
+                         warn=lambda line: None)
+        try:
+            stats = _spooling_with(sink)
+        finally:
+            sink.close()
+    finally:
+        stray.close(timeout=0)
+    assert stats["last_error"].startswith(f"kafka: TLS handshake with 127.0.0.1:{port} failed ("), stats
+
+
 def test_sasl_failures_name_the_sasl_settings():
     """kafka-python's own exceptions for SASL failures (the broker side is tested
     against a real broker with SASL, where one runs)."""
@@ -173,3 +198,25 @@ def test_closing_with_the_broker_down_is_bounded(tmp_path):
     sink.close()
     assert time.monotonic() - t0 < 1.0 + 2.5  # flush_timeout_s plus at most one metadata wait
     assert sink.stats()["state"] == "closed"
+
+
+def test_closing_with_records_in_flight_stops_kafka_pythons_thread(mock_cluster, tmp_path):
+    """kafka-python's close(timeout=0) raises when records are pending and
+    leaves its network thread running; the sink's close must really stop it
+    (and keep the records in the spool)."""
+    mock_cluster.create_topic("connscope", 4)
+    sink = KafkaSink(settings_for(mock_cluster, flush_timeout_s=0.5), str(tmp_path), warn=lambda line: None)
+    feeder = Feeder(sink, pids=4)
+    try:
+        feeder.write(100)
+        wait_for(lambda: sink.stats()["acked"] >= 100, 20, "delivery")
+        sender = sink.delivery.producer._sender
+        mock_cluster.broker_down(1)
+        feeder.write(200)
+        wait_for(lambda: sink.stats()["in_flight_records"] > 0, 10, "records in flight")
+    finally:
+        sink.close()
+    stats = sink.stats()
+    sender.join(10)
+    assert not sender.is_alive(), "kafka-python's network thread outlived the sink"
+    assert stats["state"] == "closed" and stats["spool_bytes"] > 0 and stats["dropped"] == 0, stats

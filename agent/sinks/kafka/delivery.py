@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import orjson
+from kafka import errors as kerr
 
 from ...errors import ConnscopeError
 from ..spool import Cursor, Spool
@@ -41,6 +43,7 @@ REPLAY_ROUND = 500  # records replayed before the thread looks at new ones again
 METADATA_WAIT_MS = 2000  # longest a send blocks the sink thread for topic metadata
 PROBE_BACKOFF = (0.5, 5.0)  # seconds between probes while brokers fail, doubling
 SYNC_EVERY_S = 1.0  # fsync spools written to, at most this often
+WEDGED_SLACK_S = 10.0  # beyond kafka-python's own timeouts: a producer silent this long is replaced
 
 
 def make_router(settings: KafkaSettings):
@@ -82,6 +85,7 @@ class Counters:
     dropped: int = 0  # records dropped: the spool was full
     rejected: int = 0  # records the brokers refused for good (e.g. too large): dropped
     corrupt_skipped: int = 0  # damaged spool regions skipped
+    producers_replaced: int = 0  # producers that stopped resolving records (see _replace_if_wedged)
 
 
 def _open_spool(path: str, max_bytes: int) -> Spool:
@@ -123,6 +127,9 @@ class Delivery:
         self._dropping = False
         self._warned: tuple[str, float] | None = None
         self._log_mark = time.time()  # kafka-python's messages before this are about older trouble
+        self._progress_at = time.monotonic()  # the producer last resolved a record (or got its first)
+        conf = settings.producer_config()
+        self._wedged_after = (conf["delivery_timeout_ms"] + conf["request_timeout_ms"]) / 1000 + WEDGED_SLACK_S
 
     # --- producer --------------------------------------------------------------
     def producer_config(self) -> dict:
@@ -150,8 +157,11 @@ class Delivery:
     # --- state -----------------------------------------------------------------
     def trouble(self, exc: BaseException | None, log_lines: list[str] | None = None, topic: str | None = None) -> None:
         """Delivery failed: spool until a probe gets through."""
-        if log_lines is None:  # kafka-python's messages since delivery last worked
-            log_lines = self.log.since(self._log_mark)
+        if log_lines is None:  # the producer's messages since delivery last worked
+            # its network thread, and this one (send() waits for metadata here)
+            sender = getattr(self.producer, "_sender", None)
+            mine = {sender.ident, threading.get_ident()} if sender is not None else None
+            log_lines = self.log.since(self._log_mark, mine)
         msg = explain(exc, log_lines, self.settings.bootstrap, topic or self.settings.topics()[0])
         self.last_error = msg
         was, self.healthy = self.healthy, False
@@ -188,6 +198,8 @@ class Delivery:
             return exc
         if fut.failed():  # kafka-python returns some send() errors as a failed future
             return fut.exception
+        if not self.inflight:
+            self._progress_at = time.monotonic()
         self._token += 1
         tok, size = self._token, len(value) + len(key)
         self.inflight[tok] = (size, src, batch, value)
@@ -211,6 +223,8 @@ class Delivery:
         """Acknowledgements and failures from the producer, in arrival order."""
         if self.closed:
             return
+        if events:
+            self._progress_at = time.monotonic()
         failed_fresh: list[tuple[int, bytes]] = []
         first_error = None
         for tok, exc in events:
@@ -376,6 +390,32 @@ class Delivery:
     def housekeeping(self) -> None:
         if self._dirty and time.monotonic() - self._synced >= SYNC_EVERY_S:
             self.sync()
+        self._replace_if_wedged()
+
+    def _replace_if_wedged(self) -> None:
+        """kafka-python 3.0.12 can wedge after all brokers were away for longer
+        than the delivery timeout: once they are back, its batches are neither
+        sent nor expired and their futures never resolve (seen in the 60 s
+        outage test: 14,674 records in flight, nothing for minutes). kafka-python
+        itself fails every record within its delivery timeout, so a producer
+        that resolved nothing for longer than that (plus the request timeout
+        and some slack) while records are in flight is wedged: it is closed,
+        its records go back to the spools as failed, and a new one is made."""
+        if self.producer is None or not self.inflight:
+            return
+        silent = time.monotonic() - self._progress_at
+        if silent < self._wedged_after:
+            return
+        limit = self._wedged_after
+        producer, self.producer = self.producer, None
+        self.c.producers_replaced += 1
+        n = len(self.inflight)
+        self.warn(f"connscope: kafka: the producer resolved none of its {n} records in flight for {silent:.0f} s; "
+                  "replacing it (those records are sent again from the spool)")
+        # close() may wait on the wedged client: never on this thread
+        threading.Thread(target=close_now, args=(producer,), name="connscope-kafka-close", daemon=True).start()
+        stuck = kerr.KafkaTimeoutError(f"no acknowledgement within {limit:.0f} s (producer replaced)")
+        self.handle([(tok, stuck) for tok in sorted(self.inflight)])
 
     def sync(self) -> None:
         for src in (self.retry, self.backlog):
@@ -405,9 +445,30 @@ class Delivery:
         self.inflight_bytes = self._replays_inflight = 0
         self.sync()
         if self.producer is not None:
-            try:
-                self.producer.close(timeout=0)
-            except Exception:  # it still aborts what is pending, which is spooled already
-                pass
+            close_now(self.producer)  # what it still holds is spooled already
         for src in (self.retry, self.backlog):
             src.spool.close()
+
+
+def close_now(producer, join_s: float = 5.0) -> None:
+    """Closes a producer without waiting for its records (they are spooled).
+
+    kafka-python 3.0.12's close(timeout=0) flushes first, and with records
+    pending that raises before it force-closes: its network thread lived on,
+    reconnecting and logging, for the life of the process. So the close is
+    forced here (through its sender, as close() itself would), then
+    completed."""
+    try:
+        producer.close(timeout=0)
+        return
+    except Exception:
+        pass
+    sender = getattr(producer, "_sender", None)
+    if sender is None:
+        return
+    sender.force_close()  # fails what it still holds, so the next flush returns
+    sender.join(join_s)
+    try:
+        producer.close(timeout=0)
+    except Exception:
+        pass

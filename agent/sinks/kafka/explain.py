@@ -26,7 +26,7 @@ class KafkaLog(logging.Handler):
 
     def __init__(self):
         super().__init__(level=logging.WARNING)
-        self.recent: collections.deque[tuple[float, str]] = collections.deque(maxlen=64)
+        self.recent: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=64)
 
     @classmethod
     def install(cls) -> "KafkaLog":
@@ -43,13 +43,16 @@ class KafkaLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.recent.append((record.created, record.getMessage()))
+            self.recent.append((record.created, record.thread, record.getMessage()))
         except Exception:  # a log message that cannot be formatted must not break delivery
             pass
 
-    def since(self, t0: float) -> list[str]:
-        """Messages logged after time t0 (time.time()), oldest first."""
-        return [msg for t, msg in list(self.recent) if t >= t0]
+    def since(self, t0: float, threads: set[int] | None = None) -> list[str]:
+        """Messages logged after time t0 (time.time()), oldest first; only
+        those of these threads (idents) when given. A producer the sink gave
+        up on may still be logging its own trouble: the current one's cause
+        must not be taken from it."""
+        return [msg for t, th, msg in list(self.recent) if t >= t0 and (threads is None or th in threads)]
 
 
 def explain(exc: BaseException | None, log_lines: list[str], bootstrap: list[str], topic: str | None = None) -> str:

@@ -198,7 +198,8 @@ class KafkaSink:
         try:
             result = (KafkaProducer(**self.delivery.producer_config()), None, [])
         except Exception as exc:
-            result = (None, exc, self.delivery.log.since(t0))
+            # the constructor talks to the bootstrap brokers on this thread
+            result = (None, exc, self.delivery.log.since(t0, {threading.get_ident()}))
         with self._cv:
             if self._stop:  # too late: the sink is closing (or closed) without it
                 if result[0] is not None:
