@@ -203,7 +203,10 @@ def test_summaries_name_the_unit_cgroup_and_command_line(summaries, netpair, pee
         port = pick_port()
         lab.server(port, "close")
         argv = ["ip", "netns", "exec", lab.pair.client_ns, *peer_cmd(
-            "client", "--addr", lab.server_addr, "--port", port, "--comm", "cs-unit", "--count", 3, "--close-first")]
+            "client", "--addr", lab.server_addr, "--port", port, "--comm", "cs-unit", "--count", 3, "--close-first",
+                # each connection is held for 1 s: the process outlives the agent's
+                # read of its /proc entry at its first record, even on a loaded machine
+                "--hold", 1)]
         # the shell joins the cgroup, then becomes the client (same pid)
         script = f'echo $$ > {unit_dir}/cgroup.procs && exec "$@"'
         cp = subprocess.run(["sh", "-c", script, "sh", *map(str, argv)], capture_output=True, text=True, timeout=60)
