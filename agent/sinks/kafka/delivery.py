@@ -160,7 +160,7 @@ class Delivery:
         if log_lines is None:  # the producer's messages since delivery last worked
             # its network thread, and this one (send() waits for metadata here)
             sender = getattr(self.producer, "_sender", None)
-            mine = {sender.ident, threading.get_ident()} if sender is not None else None
+            mine = {threading.get_ident()} | ({sender.ident} if sender is not None else set())
             log_lines = self.log.since(self._log_mark, mine)
         msg = explain(exc, log_lines, self.settings.bootstrap, topic or self.settings.topics()[0])
         self.last_error = msg
