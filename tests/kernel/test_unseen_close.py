@@ -137,3 +137,36 @@ def test_destroy_without_close_recovers_addresses_and_errno(tracer, syn_sent, re
     if reported_errno:
         with pytest.raises(KeyError):  # the errno was taken, not left behind
             tracer.bpf["early_err"][k]
+
+
+def _set_busy(tracer, value: int) -> None:
+    """Marks the main destroy program as running (or not) on every CPU."""
+    busy = tracer.bpf["destroy_busy"]
+    busy[busy.Key(0)] = busy.Leaf(*([value] * len(busy.Leaf())))
+
+
+def test_destroy_backup_handles_only_runs_the_kernel_skipped(tracer, syn_sent):
+    """The backup program on tcp_destroy_sock handles a destroy only while the
+    main program is busy on that CPU (the run the kernel skips), never twice."""
+    from agent.decode import layout as L
+
+    if "backup__tcp_destroy_sock" not in (tracer.statuses["destroy"].method.programs or ()):
+        pytest.fail("the destroy hook's raw method has no backup program")
+    held, port = syn_sent
+    sport = held.getsockname()[1]
+    tracer.poll(100)
+    sk, _ = _state_of(tracer, port)
+    backup = tracer.bpf.funcs[b"backup__tcp_destroy_sock"]
+
+    assert _test_run_raw_tp(backup.fd, sk) == 0  # main not busy: it is the main one's run
+    assert _state_of(tracer, port)[0] == sk
+
+    _set_busy(tracer, 1)
+    try:
+        assert _test_run_raw_tp(backup.fd, sk) == 0
+    finally:
+        _set_busy(tracer, 0)
+    [ev] = _wait_connect(tracer, port)
+    assert (ev.family, ev.sport, ev.dport) == (socket.AF_INET, sport, port)
+    assert ev.flags & L.F_INCOMPLETE
+    assert sk not in {k.value for k in tracer.bpf["socks"].keys()}
