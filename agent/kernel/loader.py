@@ -180,8 +180,7 @@ class Tracer:
                 detail = _first_error(diag[0]) or str(failure)
                 raise ConnscopeError(f"compiling/loading the eBPF programs failed: {detail}",
                                      "run `connscope check` for each hook's status")
-            st = self.statuses[culprit.hook.name]
-            st.tried.append((culprit.name, f"refused at load: {failure}"))
+            culprit.tried.append((culprit.method.name, f"refused at load: {failure}"))
         raise ConnscopeError("no working combination of hooks found", "run `connscope check`")
 
     def _attach_backups(self, bpf) -> None:
@@ -198,13 +197,14 @@ class Tracer:
             os.close(fd)
         self._links = []
 
-    def _culprit(self, message: str) -> Method | None:
+    def _culprit(self, message: str) -> HookStatus | None:
+        """The hook whose chosen method has the program the kernel refused."""
         m = re.search(r"BPF program b?'?([A-Za-z0-9_]+)", message)
         if not m:
             return None
         for st in self.statuses.values():
             if st.method and m.group(1) in st.method.programs:
-                return st.method
+                return st
         return None
 
     def _require(self) -> None:
