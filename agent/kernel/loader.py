@@ -240,11 +240,22 @@ class Tracer:
     def _open_buffer(self) -> None:
         if self.statuses["event_buffer"].method.name == "ringbuf":
             self.bpf["events"].open_ring_buffer(self._on_record)
-            self._poll = self.bpf.ring_buffer_poll
+            self._poll = self._poll_ring
         else:
             self.bpf["events"].open_perf_buffer(self._on_perf_record, page_cnt=self.opts.perf_pages,
                                                 lost_cb=self._on_perf_lost)
             self._poll = self.bpf.perf_buffer_poll
+
+    def _poll_ring(self, timeout_ms: int) -> None:
+        # The programs write without waking us (BPF_RB_NO_WAKEUP, bpf/maps.c),
+        # so epoll would never fire: consume, and when nothing was there,
+        # sleep one short tick and consume again. A record waits at most
+        # RING_TICK_MS; the 8 MiB ring holds seconds of the heaviest churn.
+        consume = self.bpf.ring_buffer_consume
+        consume()
+        if not self.pending and timeout_ms != 0:
+            time.sleep((RING_TICK_MS if timeout_ms < 0 else min(timeout_ms, RING_TICK_MS)) / 1000)
+            consume()
 
     def poll(self, timeout_ms: int) -> list[ConnEvent]:
         """Waits up to timeout_ms for records; returns what arrived."""
@@ -353,6 +364,7 @@ __all__ = ["Tracer", "LoadOptions", "HookStatus", "bpf_dir", "choose"]
 
 
 POLL_BATCH_MAX = 8192  # events one poll() hands over, at most (ring buffer only)
+RING_TICK_MS = 50  # how long a record can wait in the ring below the wake-up mark
 
 
 def _release_compiler_memory() -> None:
