@@ -128,6 +128,9 @@ BPF_PERCPU_HASH(proc_counts, struct proc_count_key, u64, MAX_PROC_COUNTS);
 
 #if USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+/* Pids whose first record woke the reader (see emit). A pid reused while
+ * its old entry is still here waits for the reader's tick like any other. */
+BPF_TABLE("lru_hash", u32, u8, woken_pids, 8192);
 #else
 BPF_PERF_OUTPUT(events);
 #endif
@@ -187,12 +190,17 @@ static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 	/* No wake-up per record: the kernel's default wakes the reader for
 	 * every record it finds caught up, an irq_work and a context switch
 	 * each, measured as the reader's largest cost at 10k connections/s.
-	 * The reader consumes on a short tick instead (agent/kernel/loader.py,
-	 * RING_TICK_MS); the ring holds far more than one tick of the heaviest
-	 * churn. BPF_RB_NO_WAKEUP = 1 (uapi/linux/bpf.h). BCC cannot pass the
-	 * ring to bpf_ringbuf_query(), so a wake-up above a fill mark, the
-	 * usual refinement, is not available here. */
-	int rc = events.ringbuf_output(rec, sizeof(*rec), 1);
+	 * The reader consumes on a short tick instead (LoadOptions.ring_tick_ms
+	 * in agent/kernel/loader.py); the ring holds far more than one tick of the heaviest
+	 * churn. Except a process's first record: it wakes the reader at once,
+	 * so that user space reads the command line and unit of a short-lived
+	 * process while it still exists. BPF_RB_NO_WAKEUP = 1,
+	 * BPF_RB_FORCE_WAKEUP = 2 (uapi/linux/bpf.h). */
+	u64 wake = 1;
+	u8 yes = 1;
+	if (rec->pid && woken_pids.insert(&rec->pid, &yes) == 0)
+		wake = 2;
+	int rc = events.ringbuf_output(rec, sizeof(*rec), wake);
 #else
 	int rc = events.perf_submit(ctx, rec, sizeof(*rec));
 #endif

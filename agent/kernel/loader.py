@@ -71,6 +71,7 @@ class LoadOptions:
     strict: bool = False
     max_socks: int = 65536
     proc_counts: bool = False  # per-process counts in the kernel, for summaries
+    ring_tick_ms: int = 50  # longest a record waits in the ring buffer (bpf/maps.c, emit)
 
 
 def require_bcc() -> None:
@@ -247,14 +248,16 @@ class Tracer:
             self._poll = self.bpf.perf_buffer_poll
 
     def _poll_ring(self, timeout_ms: int) -> None:
-        # The programs write without waking us (BPF_RB_NO_WAKEUP, bpf/maps.c),
-        # so epoll would never fire: consume, and when nothing was there,
-        # sleep one short tick and consume again. A record waits at most
-        # RING_TICK_MS; the 8 MiB ring holds seconds of the heaviest churn.
+        # The programs wake us only for a process's first record (bpf/maps.c):
+        # consume what is there; when nothing was, wait in epoll for such a
+        # wake-up or one tick, whichever is first, and consume again. Any
+        # other record waits at most one tick; the 8 MiB ring holds seconds
+        # of the heaviest churn.
         consume = self.bpf.ring_buffer_consume
         consume()
         if not self.pending and timeout_ms != 0:
-            time.sleep((RING_TICK_MS if timeout_ms < 0 else min(timeout_ms, RING_TICK_MS)) / 1000)
+            tick = self.opts.ring_tick_ms
+            self.bpf.ring_buffer_poll(tick if timeout_ms < 0 else min(timeout_ms, tick))
             consume()
 
     def poll(self, timeout_ms: int) -> list[ConnEvent]:
@@ -364,7 +367,6 @@ __all__ = ["Tracer", "LoadOptions", "HookStatus", "bpf_dir", "choose"]
 
 
 POLL_BATCH_MAX = 8192  # events one poll() hands over, at most (ring buffer only)
-RING_TICK_MS = 50  # how long a record can wait in the ring below the wake-up mark
 
 
 def _release_compiler_memory() -> None:
