@@ -310,6 +310,6 @@ class Pipeline:
                      "sink": dict(self.stats.sink_lost)},
             "sampled_out": self.sampled_out,
             "reaped": self.reaped,
-            "recursion_misses": {k: v for k, v in self.tracer.recursion_misses().items() if v},
+            "recursion_misses": {k: v for k, v in self.tracer.skipped_runs().items() if v},
             "kernel_counters": self.tracer.counters(),
         }

@@ -29,8 +29,15 @@ class Method:
 
     @property
     def covered(self) -> tuple[str, ...]:
-        """Programs whose skipped runs a backup handles: not losses."""
-        return tuple(f"raw_tracepoint__{tp}" for tp, _ in self.backups)
+        """Programs whose skipped runs cost no record: a main program whose
+        skips its backup handles, and the backup itself. The backup runs
+        after the main one on each event, so when it is interrupted the main
+        one is not running and handles the interrupting event; the event it
+        would lose needs three nested levels on one CPU, and TCP changes
+        socket state only in tasks and softirqs, which do not nest. (Measured:
+        560 skipped backup runs in a saturation run whose summaries matched
+        the generator exactly.)"""
+        return tuple(p for tp, fn in self.backups for p in (f"raw_tracepoint__{tp}", fn))
 
 
 @dataclass(frozen=True)

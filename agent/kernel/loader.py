@@ -280,23 +280,24 @@ class Tracer:
             "malformed": self.malformed,
         }
 
-    def recursion_misses(self) -> dict[str, int]:
+    def skipped_runs(self) -> dict[str, int]:
         """Per program: runs the kernel skipped because a BPF program was
         running on that CPU (any other one for perf-event tracepoints, which
-        share one per-CPU guard; the same one for raw tracepoints). Each
-        skipped run can cost at most one record. A program whose skipped
-        runs its backup handles is left out."""
-        covered = {p for st in self.statuses.values() if st.method for p in st.method.covered}
+        share one per-CPU guard; the same one for raw tracepoints)."""
         out = {}
         for name, fn in self.bpf.funcs.items():
             name = name.decode() if isinstance(name, bytes) else name
-            if name in covered:  # its backup ran instead
-                continue
             try:
                 out[name] = features.prog_recursion_misses(fn.fd)
             except OSError:
                 continue
         return out
+
+    def recursion_misses(self) -> dict[str, int]:
+        """The skipped runs that can cost a record, at most one each: all but
+        those of a program and its backup, which cover each other (Method.covered)."""
+        covered = {p for st in self.statuses.values() if st.method for p in st.method.covered}
+        return {k: v for k, v in self.skipped_runs().items() if k not in covered}
 
     def reap_closed(self, older_than_s: float = 5.0) -> list[ConnEvent]:
         """Emits, from user space, sockets that reached CLOSE but whose end
