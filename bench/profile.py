@@ -53,7 +53,13 @@ def _prog_names(pid: int) -> dict[int, str]:
         rows = json.loads(cp.stdout or "[]")
     except ValueError:
         return {}
-    return {r["prog_id"]: r.get("tracepoint") or r.get("func") or r.get("fd_type", "?")
+    progs = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
+    try:
+        backups = {r["id"] for r in json.loads(progs.stdout or "[]") if r.get("name", "").startswith("backup__")}
+    except ValueError:
+        backups = set()
+    return {r["prog_id"]: (r.get("tracepoint") or r.get("func") or r.get("fd_type", "?"))
+            + (" (backup)" if r["prog_id"] in backups else "")
             for r in rows if r.get("pid") == pid}
 
 
