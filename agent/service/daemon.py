@@ -119,7 +119,7 @@ class Daemon:
         try:
             new = self.load_config()
             fields = reloading.apply(self, self.cfg, new)
-            self.cfg = new
+            self.cfg = reloading.running(self.cfg, new)
         except Exception as err:  # a reload never stops the agent
             line = err.one_line() if isinstance(err, ConnscopeError) else f"connscope: reload failed: {err!r}"
             print(f"{line} (configuration not reloaded; the agent keeps the old one)", file=sys.stderr, flush=True)

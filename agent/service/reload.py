@@ -8,8 +8,10 @@ directory, metrics address) are listed as needing a restart.
 
 from __future__ import annotations
 
-from ..config.load import changes
-from ..config.model import Config
+import dataclasses
+
+from ..config.load import changes, section_fields
+from ..config.model import SECTIONS, Config
 from .assemble import event_filter, open_sink
 
 
@@ -36,3 +38,23 @@ def apply(daemon, old: Config, new: Config) -> dict:
     daemon.overload.budget = new.agent.cpu_budget
     daemon.status_interval = new.agent.status_interval
     return {"applied": changed, "restart_required": restart}
+
+
+def running(old: Config, new: Config) -> Config:
+    """The configuration the agent runs with after a reload: the new one, but
+    keys that need a restart keep their old values (the next reload compares
+    against what runs, so such a key stays listed until the restart)."""
+    sections = {}
+    for table in SECTIONS:
+        kept = {name: getattr(getattr(old, table), name) for name, f in section_fields(table).items()
+                if f.metadata.get("reload") == "restart"}
+        sections[table] = dataclasses.replace(getattr(new, table), **kept)
+    source = dict(new.source)
+    for table, section in sections.items():
+        for name in section_fields(table):
+            key = f"{table}.{name}"
+            if getattr(section, name) != getattr(getattr(new, table), name):
+                source.pop(key, None)  # where the running value came from
+                if key in old.source:
+                    source[key] = old.source[key]
+    return dataclasses.replace(new, source=source, **sections)

@@ -126,9 +126,13 @@ def test_sighup_changes_a_filter_live(tmp_path, netpair, peer_cmd):
         assert reload["applied"] == ["filters.ports"] and reload["restart_required"] == ["agent.buffer_pages"]
         lab.client(p1), lab.client(p2)
         run.wait_for(lambda r: r["type"] == "connect" and r["dport"] == p2)
+        # the same file again: nothing to apply, and the restart is still owed
+        run.proc.send_signal(signal.SIGHUP)
+        [_, again] = run.wait_for(lambda r: r["type"] == "agent" and r["event"] == "reload", count=2)
+        assert again["applied"] == [] and again["restart_required"] == ["agent.buffer_pages"]
         conf.write_text("[filters]\nports = [\"not a port\"]\n")
         run.proc.send_signal(signal.SIGHUP)
-        [_, bad] = run.wait_for(lambda r: r["type"] == "agent" and r["event"] == "reload", count=2)
+        [_, _, bad] = run.wait_for(lambda r: r["type"] == "agent" and r["event"] == "reload", count=3)
         assert "filters.ports" in bad["error"] and bad["applied"] == []
         recs = run.stop(signal.SIGTERM)
         assert "configuration not reloaded" in run.stderr()
