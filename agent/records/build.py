@@ -29,6 +29,7 @@ CLOSED_BY = {L.CLOSED_BY_NONE: "local", L.CLOSED_BY_LOCAL: "local", L.CLOSED_BY_
              L.CLOSED_BY_RESET: "reset"}
 DIRECTION = {L.DIR_OUTBOUND: "outbound", L.DIR_INBOUND: "inbound"}
 FAMILY = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+RECORD_TYPES = {L.EV_CONNECT: "connect", L.EV_ACCEPT: "accept", L.EV_CLOSE: "close"}
 # A connect the application abandoned (closed the socket in SYN_SENT) has
 # no errno; it is reported with this symbolic error and errno 0.
 ABORTED = "ABORTED"
@@ -81,15 +82,15 @@ class RecordBuilder:
     def from_event(self, ev: ConnEvent) -> dict:
         fam = FAMILY.get(ev.family, str(ev.family))
         rec = self.base(
-            {L.EV_CONNECT: "connect", L.EV_ACCEPT: "accept", L.EV_CLOSE: "close"}[ev.type],
+            RECORD_TYPES[ev.type],
             self.clock.rfc3339(ev.ts_ns), ev.pid, comm_text(ev.comm), ev.cgroup_id,
             PID_SOURCES.get(ev.pid_source, "unknown"),
         )
         rec["tid"] = ev.tid
         rec["family"] = fam
-        rec["saddr"] = format_addr(ev.family, ev.saddr)
+        rec["saddr"] = addr_text(ev.family, ev.saddr)
         rec["sport"] = ev.sport
-        rec["daddr"] = format_addr(ev.family, ev.daddr)
+        rec["daddr"] = addr_text(ev.family, ev.daddr)
         rec["dport"] = ev.dport
         rec["incomplete"] = bool(ev.flags & L.F_INCOMPLETE)
         if ev.type == L.EV_CONNECT:
