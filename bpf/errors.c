@@ -96,33 +96,10 @@ static __always_inline void destroy_raw(struct bpf_raw_tracepoint_args *ctx)
 	resolve(ctx, st);
 }
 
-/* Per CPU: 1 while the main program below runs. */
-BPF_PERCPU_ARRAY(destroy_busy, u32, 1);
-
-RAW_TRACEPOINT_PROBE(tcp_destroy_sock)
-{
-	u32 zero = 0;
-	u32 *busy = destroy_busy.lookup(&zero);
-	if (!busy)
-		return 0;
-	*busy = 1;
-	destroy_raw(ctx);
-	*busy = 0;
-	return 0;
-}
-
-/* The backup, as for inet_sock_set_state (bpf/state.c): a socket freed in
- * a softirq (the timer's TIME_WAIT end, a reset) while the main program
- * runs for a close() on the same CPU is handled here, not skipped. The
- * bench measured this as the one loss left at saturation. */
-int backup__tcp_destroy_sock(struct bpf_raw_tracepoint_args *ctx)
-{
-	u32 zero = 0;
-	u32 *busy = destroy_busy.lookup(&zero);
-	if (busy && *busy)
-		destroy_raw(ctx);
-	return 0;
-}
+/* a socket is freed in a task (close()) or in a softirq (the TIME_WAIT
+ * timer, a reset) during a close()'s run on the same CPU: the bench
+ * measured this as the one loss left at saturation */
+RAW_TRACEPOINT_WITH_BACKUP(tcp_destroy_sock, destroy_raw)
 #elif HAVE_DESTROY
 TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 {

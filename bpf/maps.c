@@ -191,8 +191,8 @@ static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 	 * every record it finds caught up, an irq_work and a context switch
 	 * each, measured as the reader's largest cost at 10k connections/s.
 	 * The reader consumes on a short tick instead (LoadOptions.ring_tick_ms
-	 * in agent/kernel/loader.py); the ring holds far more than one tick of the heaviest
-	 * churn. Except a process's first record: it wakes the reader at once,
+	 * in agent/kernel/loader.py); the ring holds far more than one tick of
+	 * the heaviest churn. Except a process's first record: it wakes the reader at once,
 	 * so that user space reads the command line and unit of a short-lived
 	 * process while it still exists. BPF_RB_NO_WAKEUP = 1,
 	 * BPF_RB_FORCE_WAKEUP = 2 (uapi/linux/bpf.h). */
@@ -281,6 +281,46 @@ struct sk_fields {
 		bpf_probe_read_kernel((f).saddr_v6, 16, (a)->saddr_v6);    \
 		bpf_probe_read_kernel((f).daddr_v6, 16, (a)->daddr_v6);    \
 	} while (0)
+
+/* A raw tracepoint program with a backup (agent/kernel/hooks.py, backup=True).
+ * The kernel skips a raw tracepoint program while that same program runs on
+ * the CPU, so an event in a softirq that interrupts the main program (running
+ * for a task's connect() or close()) would be lost. The backup is another
+ * program on the same tracepoint, which the loader attaches after the main
+ * one: it finds the main one busy below it and handles the event; otherwise
+ * the main one has handled it and the backup returns. `handle` takes the
+ * raw tracepoint's ctx.
+ *
+ * backup_busy[BUSY_<tp>] is 1, per CPU, while the main program runs. One
+ * array indexed by tracepoint, because BCC refuses a map call written inside
+ * a macro: the lookup lives in busy_flag(). */
+#define BUSY_inet_sock_set_state 0
+#define BUSY_tcp_destroy_sock 1
+BPF_PERCPU_ARRAY(backup_busy, u32, 2);
+
+static __always_inline u32 *busy_flag(u32 idx)
+{
+	return backup_busy.lookup(&idx);
+}
+
+#define RAW_TRACEPOINT_WITH_BACKUP(tp, handle)                             \
+	RAW_TRACEPOINT_PROBE(tp)                                           \
+	{                                                                  \
+		u32 *busy = busy_flag(BUSY_##tp);                          \
+		if (!busy)                                                 \
+			return 0;                                          \
+		*busy = 1;                                                 \
+		handle(ctx);                                               \
+		*busy = 0;                                                 \
+		return 0;                                                  \
+	}                                                                  \
+	int backup__##tp(struct bpf_raw_tracepoint_args *ctx)              \
+	{                                                                  \
+		u32 *busy = busy_flag(BUSY_##tp);                          \
+		if (busy && *busy)                                         \
+			handle(ctx);                                       \
+		return 0;                                                  \
+	}
 
 /* Offsets come from the running kernel's BTF (agent/kernel/sock_fields.py),
  * never from the headers BCC compiles against. */

@@ -225,35 +225,8 @@ static __always_inline void set_state_raw(struct bpf_raw_tracepoint_args *ctx)
 	set_state(ctx, &f);
 }
 
-/* Per CPU: 1 while the main program below runs. */
-BPF_PERCPU_ARRAY(set_state_busy, u32, 1);
-
-RAW_TRACEPOINT_PROBE(inet_sock_set_state)
-{
-	u32 zero = 0;
-	u32 *busy = set_state_busy.lookup(&zero);
-	if (!busy)
-		return 0;
-	*busy = 1;
-	set_state_raw(ctx);
-	*busy = 0;
-	return 0;
-}
-
-/* The backup, attached to the same raw tracepoint by the loader. The kernel
- * skips a raw tracepoint program while that same program runs on the CPU,
- * so a softirq's state change that interrupts the main program (running
- * for a connect() or close() in process context) would be lost. This is
- * another program: it runs then, finds the main one busy below it, and
- * handles the event; otherwise the main one handles it and this returns. */
-int backup__inet_sock_set_state(struct bpf_raw_tracepoint_args *ctx)
-{
-	u32 zero = 0;
-	u32 *busy = set_state_busy.lookup(&zero);
-	if (busy && *busy)
-		set_state_raw(ctx);
-	return 0;
-}
+/* the busiest program, running both in tasks and in softirqs */
+RAW_TRACEPOINT_WITH_BACKUP(inet_sock_set_state, set_state_raw)
 #elif HAVE_LIFECYCLE
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {

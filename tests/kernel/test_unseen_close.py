@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import socket
 import time
 
@@ -141,8 +142,11 @@ def test_destroy_without_close_recovers_addresses_and_errno(tracer, syn_sent, re
 
 def _set_busy(tracer, value: int) -> None:
     """Marks the main destroy program as running (or not) on every CPU."""
-    busy = tracer.bpf["destroy_busy"]
-    busy[busy.Key(0)] = busy.Leaf(*([value] * len(busy.Leaf())))
+    from agent.kernel.loader import bpf_dir
+
+    idx = int(re.search(r"#define BUSY_tcp_destroy_sock (\d+)", (bpf_dir() / "maps.c").read_text())[1])
+    busy = tracer.bpf["backup_busy"]
+    busy[busy.Key(idx)] = busy.Leaf(*([value] * len(busy.Leaf())))
 
 
 def test_destroy_backup_handles_only_runs_the_kernel_skipped(tracer, syn_sent):
