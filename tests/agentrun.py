@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .schema import assert_valid
 
@@ -132,3 +133,24 @@ def probed_method(hook_name: str) -> str | None:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+@contextmanager
+def own_tracer(needs: tuple[str, str] | None = None, why: str = "", make=None, **opts) -> Iterator:
+    """A Tracer loaded in the test's own process (LoadOptions(**opts); `make`
+    builds it, Tracer by default), closed afterwards. Skips without root, and
+    when this kernel gives the hook in `needs` (hook, method) another method:
+    `why` says what the test cannot do then."""
+    import pytest
+
+    if not is_root():
+        pytest.skip("needs root (loads eBPF programs)")
+    if needs is not None and probed_method(needs[0]) != needs[1]:
+        pytest.skip(why)
+    from agent.kernel.loader import LoadOptions, Tracer
+
+    t = (make or Tracer)(LoadOptions(**opts))
+    try:
+        yield t
+    finally:
+        t.close()

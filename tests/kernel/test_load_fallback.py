@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from ..agentrun import is_root, probed_method
+from ..agentrun import own_tracer
 
 REFUSED = "RAW_TRACEPOINT_PROBE(tcp_send_reset)\n{\n"
 
 
 @pytest.fixture
 def refusing_tracer():
-    if not is_root():
-        pytest.skip("needs root (loads eBPF programs)")
-    if probed_method("reset_sent") != "raw_tracepoint":
-        pytest.skip("reset_sent is not a raw tracepoint on this kernel: nothing to fall back from")
-    from agent.kernel.loader import LoadOptions, Tracer
+    from agent.kernel.loader import Tracer
 
     class RefusingTracer(Tracer):
         def _text(self) -> str:
@@ -28,11 +24,10 @@ def refusing_tracer():
             # a load from address 0: "invalid mem access 'scalar'"
             return text.replace(REFUSED, REFUSED + "\tif (*(volatile u64 *)0)\n\t\treturn 1;\n")
 
-    t = RefusingTracer(LoadOptions())
-    try:
+    with own_tracer(("reset_sent", "raw_tracepoint"),
+                    "reset_sent is not a raw tracepoint on this kernel: nothing to fall back from",
+                    make=RefusingTracer) as t:
         yield t
-    finally:
-        t.close()
 
 
 def test_a_refused_program_falls_back_to_the_next_method_and_says_why(refusing_tracer):

@@ -17,24 +17,17 @@ import time
 
 import pytest
 
-from ..agentrun import is_root, probed_method
+from ..agentrun import own_tracer
 
 TICK_MS = 5000
 
 
 @pytest.fixture
 def slow_tick_tracer():
-    if not is_root():
-        pytest.skip("needs root (loads eBPF programs)")
-    if probed_method("event_buffer") != "ringbuf":
-        pytest.skip("no BPF ring buffer on this kernel: the perf buffer wakes per its own watermark")
-    from agent.kernel.loader import LoadOptions, Tracer
-
-    t = Tracer(LoadOptions(ring_tick_ms=TICK_MS))
-    try:
+    with own_tracer(("event_buffer", "ringbuf"),
+                    "no BPF ring buffer on this kernel: the perf buffer wakes per its own watermark",
+                    ring_tick_ms=TICK_MS) as t:
         yield t
-    finally:
-        t.close()
 
 
 def test_a_new_process_first_record_wakes_the_reader_at_once(slow_tick_tracer):

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from ..agentrun import is_root, probed_method
+from ..agentrun import own_tracer
 
 _SYS_bpf, _BPF_PROG_TEST_RUN = 321, 10  # x86_64
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -47,17 +47,9 @@ def _test_run_raw_tp(prog_fd: int, *args: int) -> int:
 
 @pytest.fixture
 def tracer():
-    if not is_root():
-        pytest.skip("needs root (loads eBPF programs)")
-    if probed_method("destroy") != "raw_tracepoint":
-        pytest.skip("the destroy hook is not a raw tracepoint on this kernel: only raw programs can be test-run")
-    from agent.kernel.loader import LoadOptions, Tracer
-
-    t = Tracer(LoadOptions())
-    try:
+    with own_tracer(("destroy", "raw_tracepoint"),
+                    "the destroy hook is not a raw tracepoint on this kernel: only raw programs can be test-run") as t:
         yield t
-    finally:
-        t.close()
 
 
 @pytest.fixture
