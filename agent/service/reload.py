@@ -42,19 +42,19 @@ def apply(daemon, old: Config, new: Config) -> dict:
 
 def running(old: Config, new: Config) -> Config:
     """The configuration the agent runs with after a reload: the new one, but
-    keys that need a restart keep their old values (the next reload compares
-    against what runs, so such a key stays listed until the restart)."""
-    sections = {}
+    keys that need a restart keep their old values, and where those came
+    from (the next reload compares against what runs, so such a key stays
+    listed until the restart)."""
+    sections, source = {}, dict(new.source)
     for table in SECTIONS:
-        kept = {name: getattr(getattr(old, table), name) for name, f in section_fields(table).items()
-                if f.metadata.get("reload") == "restart"}
-        sections[table] = dataclasses.replace(getattr(new, table), **kept)
-    source = dict(new.source)
-    for table, section in sections.items():
-        for name in section_fields(table):
+        kept = {}
+        for name, f in section_fields(table).items():
+            if f.metadata.get("reload") != "restart":
+                continue
+            kept[name] = getattr(getattr(old, table), name)
             key = f"{table}.{name}"
-            if getattr(section, name) != getattr(getattr(new, table), name):
-                source.pop(key, None)  # where the running value came from
-                if key in old.source:
-                    source[key] = old.source[key]
+            source.pop(key, None)
+            if key in old.source:
+                source[key] = old.source[key]
+        sections[table] = dataclasses.replace(getattr(new, table), **kept)
     return dataclasses.replace(new, source=source, **sections)
