@@ -406,7 +406,6 @@ class Delivery:
         silent = time.monotonic() - self._progress_at
         if silent < self._wedged_after:
             return
-        limit = self._wedged_after
         producer, self.producer = self.producer, None
         self.c.producers_replaced += 1
         n = len(self.inflight)
@@ -414,7 +413,7 @@ class Delivery:
                   "replacing it (those records are sent again from the spool)")
         # close() may wait on the wedged client: never on this thread
         threading.Thread(target=close_now, args=(producer,), name="connscope-kafka-close", daemon=True).start()
-        stuck = kerr.KafkaTimeoutError(f"no acknowledgement within {limit:.0f} s (producer replaced)")
+        stuck = kerr.KafkaTimeoutError(f"no acknowledgement within {self._wedged_after:.0f} s (producer replaced)")
         self.handle([(tok, stuck) for tok in sorted(self.inflight)])
 
     def sync(self) -> None:
