@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 
-from .load import env_name, section_fields
+from .load import env_name, needs_restart, section_fields
 from .model import SECTIONS
 
 _INTRO = """\
@@ -44,7 +44,7 @@ def render() -> str:
             note = meta.get("help", "")
             if meta.get("choices"):
                 note += f"; one of: {', '.join(map(str, meta['choices']))}"
-            if meta.get("reload") == "restart":
+            if needs_restart(f):
                 note += " (restart)"
             out.extend(textwrap.wrap(f"{note}. Env: {env_name(table, name)}", 96,
                                      initial_indent="# ", subsequent_indent="#   "))

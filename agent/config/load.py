@@ -24,6 +24,11 @@ def section_fields(section: str) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(SECTIONS[section]())}
 
 
+def needs_restart(f: dataclasses.Field) -> bool:
+    """A key a reload cannot apply (reload="restart" in model.py)."""
+    return f.metadata.get("reload") == "restart"
+
+
 def env_name(section: str, name: str) -> str:
     return f"{ENV_PREFIX}{section}_{name}".upper()
 
@@ -141,5 +146,5 @@ def changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
     for table in SECTIONS:
         for name, f in section_fields(table).items():
             if getattr(getattr(old, table), name) != getattr(getattr(new, table), name):
-                (restart if f.metadata.get("reload") == "restart" else live).append(f"{table}.{name}")
+                (restart if needs_restart(f) else live).append(f"{table}.{name}")
     return live, restart

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config.load import changes, section_fields
+from ..config.load import changes, needs_restart, section_fields
 from ..config.model import SECTIONS, Config
 from .assemble import event_filter, open_sink
 
@@ -49,7 +49,7 @@ def running(old: Config, new: Config) -> Config:
     for table in SECTIONS:
         kept = {}
         for name, f in section_fields(table).items():
-            if f.metadata.get("reload") != "restart":
+            if not needs_restart(f):
                 continue
             kept[name] = getattr(getattr(old, table), name)
             key = f"{table}.{name}"
