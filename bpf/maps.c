@@ -198,8 +198,12 @@ static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 	 * BPF_RB_FORCE_WAKEUP = 2 (uapi/linux/bpf.h). */
 	u64 wake = 1;
 	u8 yes = 1;
-	if (rec->pid && woken_pids.insert(&rec->pid, &yes) == 0)
+	/* a lookup first: an LRU insert takes (and may evict) a free node
+	 * even when the key exists, on every record */
+	if (rec->pid && !woken_pids.lookup(&rec->pid)) {
+		woken_pids.update(&rec->pid, &yes);
 		wake = 2;
+	}
 	int rc = events.ringbuf_output(rec, sizeof(*rec), wake);
 #else
 	int rc = events.perf_submit(ctx, rec, sizeof(*rec));
