@@ -32,7 +32,7 @@ RAW_TRACEPOINT_PROBE(sock_recv_length)
 	first_io((const void *)sk, sk_protocol(sk));
 	return 0;
 }
-#elif HAVE_FIRST_IO
+#elif HAVE_FIRST_IO == HOOK_TRACEPOINT
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
 	first_io(args->sk, args->protocol);
@@ -42,6 +42,36 @@ TRACEPOINT_PROBE(sock, sock_send_length)
 TRACEPOINT_PROBE(sock, sock_recv_length)
 {
 	first_io(args->sk, args->protocol);
+	return 0;
+}
+#elif HAVE_FIRST_IO == HOOK_FENTRY
+/* Kernels before the I/O tracepoints (6.3): their callers' entries. Both
+ * functions are TCP's own, so the protocol needs no read. See state.c for
+ * why struct sock is declared first. */
+struct sock;
+KFUNC_PROBE(tcp_sendmsg, struct sock *sk)
+{
+	first_io(sk, IPPROTO_TCP);
+	return 0;
+}
+
+KFUNC_PROBE(tcp_recvmsg, struct sock *sk)
+{
+	first_io(sk, IPPROTO_TCP);
+	return 0;
+}
+#elif HAVE_FIRST_IO == HOOK_KPROBE
+#include <uapi/linux/ptrace.h>
+struct sock;
+int kprobe__tcp_sendmsg(struct pt_regs *ctx, struct sock *sk)
+{
+	first_io(sk, IPPROTO_TCP);
+	return 0;
+}
+
+int kprobe__tcp_recvmsg(struct pt_regs *ctx, struct sock *sk)
+{
+	first_io(sk, IPPROTO_TCP);
 	return 0;
 }
 #endif /* HAVE_FIRST_IO */

@@ -47,12 +47,23 @@ static __always_inline void connect_start_sk(void *ctx, u64 sk)
 #endif
 
 #if CONNECT_HOOK == HOOK_FENTRY
+/* KFUNC_PROBE declares its function with the argument types as written: a
+ * struct first seen inside that parameter list gets prototype scope, and
+ * BCC's second declaration then conflicts with the first (Debian 6.1 and
+ * 6.12: "conflicting types for '____kfunc__tcp_connect'"). Declared here at
+ * file scope, never defined: only the pointer is passed on. */
+struct sock;
 KFUNC_PROBE(tcp_connect, struct sock *sk)
 {
 	connect_start_sk(ctx, (u64)sk);
 	return 0;
 }
 #elif CONNECT_HOOK == HOOK_KPROBE
+/* BCC rewrites `sk` into a read of ctx's first argument register, which
+ * needs the complete struct pt_regs: the architecture's register frame
+ * (a stable ABI, unlike the socket structs), not a kernel struct layout. */
+#include <uapi/linux/ptrace.h>
+struct sock;
 int kprobe__tcp_connect(struct pt_regs *ctx, struct sock *sk)
 {
 	connect_start_sk(ctx, (u64)sk);

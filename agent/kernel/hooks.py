@@ -59,7 +59,7 @@ def _tp(category: str, *names: str) -> Callable[[], Probe]:
     return probe
 
 
-HOOK_TRACEPOINT, HOOK_RAW_TP = 3, 4  # bpf/maps.c
+HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT, HOOK_RAW_TP = 1, 2, 3, 4  # bpf/maps.c
 
 
 def _tp_method(category: str, *names: str, define: str) -> Method:
@@ -107,10 +107,28 @@ def _raw_method(*names: str, define: str, reads: tuple[str, ...], backup: bool =
 
 
 def _tp_hook(name: str, required: bool, category: str, *tps: str, define: str, effect: str,
-             reads: tuple[str, ...] = SOCK, backup: bool = False) -> Hook:
-    """A hook on sock:/tcp: tracepoints: raw first, the perf-event tracepoint after."""
+             reads: tuple[str, ...] = SOCK, backup: bool = False, then: tuple[Method, ...] = ()) -> Hook:
+    """A hook on sock:/tcp: tracepoints: raw first, the perf-event tracepoint
+    after, then `then` (for kernels that lack the tracepoints)."""
     return Hook(name, required, (_raw_method(*tps, define=define, reads=reads, backup=backup),
-                                 _tp_method(category, *tps, define=define)), effect)
+                                 _tp_method(category, *tps, define=define), *then), effect)
+
+
+def _fentry_method(*functions: str, define: str) -> Method:
+    def probe() -> Probe:
+        for fn in functions:
+            p = features.fentry(fn)
+            if not p:
+                return p
+        return Probe(True)
+
+    return Method("fentry", ", ".join(f"fentry:{fn}" for fn in functions), probe, {define: HOOK_FENTRY},
+                  tuple(f"kfunc__vmlinux__{fn}" for fn in functions))
+
+
+def _kprobe_method(*functions: str, define: str) -> Method:
+    return Method("kprobe", ", ".join(f"kprobe:{fn}" for fn in functions), features.kprobes,
+                  {define: HOOK_KPROBE}, tuple(f"kprobe__{fn}" for fn in functions))
 
 
 HOOKS: tuple[Hook, ...] = (
@@ -122,14 +140,12 @@ HOOKS: tuple[Hook, ...] = (
         "tcp_connect",
         required=True,
         methods=(
-            Method("fentry", "fentry:tcp_connect", lambda: features.fentry("tcp_connect"),
-                   {"CONNECT_HOOK": 1}, ("kfunc__vmlinux__tcp_connect",)),
-            Method("kprobe", "kprobe:tcp_connect", features.kprobes,
-                   {"CONNECT_HOOK": 2}, ("kprobe__tcp_connect",)),
+            _fentry_method("tcp_connect", define="CONNECT_HOOK"),
+            _kprobe_method("tcp_connect", define="CONNECT_HOOK"),
             # Its code runs inside the lifecycle hook's program, whichever
             # method that has, so a load failure there is lifecycle's.
             Method("tracepoint", "inet_sock_set_state CLOSE->SYN_SENT (in the lifecycle program)",
-                   _tp("sock", "inet_sock_set_state"), {"CONNECT_HOOK": 3}),
+                   _tp("sock", "inet_sock_set_state"), {"CONNECT_HOOK": HOOK_TRACEPOINT}),
         ),
         effect_if_missing="no connection records at all",
     ),
@@ -165,8 +181,13 @@ HOOKS: tuple[Hook, ...] = (
              effect="resets_sent stays 0"),
     _tp_hook("reset_received", False, "tcp", "tcp_receive_reset", define="HAVE_RESET_RECEIVED",
              effect="resets_received stays 0 and peer resets show as closed_by local"),
+    # The I/O tracepoints came with 6.3 (Debian's 6.1 has neither); before
+    # them, the entries of tcp_sendmsg and tcp_recvmsg, the functions that
+    # fire them, run in the same task for the same socket.
     _tp_hook("first_io", False, "sock", "sock_send_length", "sock_recv_length", define="HAVE_FIRST_IO",
-             effect="inbound connections keep the listener's owner as their pid"),
+             effect="inbound connections keep the listener's owner as their pid",
+             then=(_fentry_method("tcp_sendmsg", "tcp_recvmsg", define="HAVE_FIRST_IO"),
+                   _kprobe_method("tcp_sendmsg", "tcp_recvmsg", define="HAVE_FIRST_IO"))),
     # Not an attach point but chosen the same way: the ring buffer (5.8+)
     # keeps order across CPUs and has one counted drop point; the perf
     # buffer works everywhere.
