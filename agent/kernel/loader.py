@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from ..decode import layout
 from ..decode.events import ConnEvent, MalformedRecord, decode, decode_state
 from ..decode.finalize import count_keys, finalize
 from ..errors import ConnscopeError, KernelFeatureError
-from . import features, privileges, sock_fields
+from . import culprit, features, privileges, sock_fields
 from .btf import BTF
 from .hooks import HOOKS, SOURCES, Hook, Method
 
@@ -161,12 +160,15 @@ class Tracer:
         return "\n".join((d / name).read_text() for name in SOURCES)
 
     def _load(self):
-        for _attempt in range(8):
+        # Each failure moves one hook to its next method, so the number of
+        # methods bounds the attempts.
+        for _attempt in range(sum(len(h.methods) for h in HOOKS)):
             choose(self.statuses)
             self._require()
+            text = self._text()
             with _stderr_captured() as diag:
                 try:
-                    bpf = BPF(text=self._text(), cflags=self._cflags())
+                    bpf = BPF(text=text, cflags=self._cflags())
                     try:
                         self._attach_backups(bpf)
                     except Exception:
@@ -176,13 +178,27 @@ class Tracer:
                     return bpf
                 except Exception as err:  # BCC raises bare Exception
                     failure = err
-            culprit = self._culprit(str(failure))
-            if culprit is None:
+            blamed = self._blame(failure, text, diag[0])
+            if blamed is None:
                 detail = _first_error(diag[0]) or str(failure)
                 raise ConnscopeError(f"compiling/loading the eBPF programs failed: {detail}",
                                      "run `connscope check` for each hook's status")
-            culprit.tried.append((culprit.method.name, f"refused at load: {failure}"))
+            st, why = blamed
+            st.tried.append((st.method.name, why))
         raise ConnscopeError("no working combination of hooks found", "run `connscope check`")
+
+    def _blame(self, failure: Exception, text: str, diagnostics: str) -> tuple[HookStatus, str] | None:
+        """The hook whose chosen method caused `failure`, and why, for its
+        fallback list: a compile error under the method's guard, or a program
+        of the method that the kernel refused to load or attach."""
+        errors = culprit.compile_errors(diagnostics)
+        if errors:
+            line, message = errors[0]
+            flags = {k: st for st in self.statuses.values() if st.method for k in st.method.cflags}
+            flag = culprit.guarding_flag(text, line, flags)
+            return (flags[flag], f"does not compile here: {message}") if flag else None
+        st = self._culprit(culprit.failed_program(failure) or "")
+        return (st, f"refused at load: {failure}") if st else None
 
     def _attach_backups(self, bpf) -> None:
         for st in self.statuses.values():
@@ -198,13 +214,10 @@ class Tracer:
             os.close(fd)
         self._links = []
 
-    def _culprit(self, message: str) -> HookStatus | None:
+    def _culprit(self, program: str) -> HookStatus | None:
         """The hook whose chosen method has the program the kernel refused."""
-        m = re.search(r"BPF program b?'?([A-Za-z0-9_]+)", message)
-        if not m:
-            return None
         for st in self.statuses.values():
-            if st.method and m.group(1) in st.method.programs:
+            if st.method and program in st.method.programs:
                 return st
         return None
 

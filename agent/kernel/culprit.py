@@ -1,0 +1,93 @@
+"""Which hook a failed compile, load or attach belongs to.
+
+BCC compiles every chosen method into one program text and raises a bare
+Exception for anything that goes wrong after that. To move only the guilty
+hook to its next method (and keep the agent running), the failure is traced
+back to a method two ways:
+- a load or attach failure names, or was raised while handling, one BPF
+  function, and each method lists its functions (Method.programs);
+- a compile error names a line of the text, and each method's C sits under
+  a preprocessor guard on its -D flag (`#if CONNECT_HOOK == HOOK_FENTRY`,
+  `#if HAVE_RETRANSMIT == HOOK_RAW_TP`): the innermost guard around the line
+  that names a hook's flag is that hook's chosen method.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+_PROGRAM_IN_MESSAGE = re.compile(r"BPF program b?'?([A-Za-z0-9_]+)")
+_COMPILE_ERROR = re.compile(r"^/virtual/main\.c:(\d+):\d+: (?:fatal )?error: (.*)$")
+_ANY_ERROR = re.compile(r"^\S+:\d+:\d+: (?:fatal )?error: (.*)$")
+_INCLUDED_FROM = re.compile(r"^In file included from /virtual/main\.c:(\d+):")
+_DIRECTIVE = re.compile(r"^\s*#\s*(if|ifdef|ifndef|elif|else|endif)\b(.*)$")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def failed_program(err: BaseException) -> str | None:
+    """The BPF function a load/attach exception is about: named in its
+    message, or else the innermost BCC frame's fn_name/func_name (BCC's
+    "Failed to attach BPF to entry kernel func" names none)."""
+    m = _PROGRAM_IN_MESSAGE.search(str(err))
+    if m:
+        return m.group(1)
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if "bcc" in frame.f_code.co_filename:
+            for name in ("fn_name", "func_name"):
+                val = frame.f_locals.get(name)
+                if isinstance(val, (bytes, str)) and val:
+                    found = val.decode() if isinstance(val, bytes) else val
+        tb = tb.tb_next
+    return found
+
+
+def compile_errors(diagnostics: str) -> list[tuple[int, str]]:
+    """(line, message) of each error clang reported, as a line of the program
+    text: an error inside a header counts at the #include that brought it in."""
+    out, included_at = [], None
+    for src in diagnostics.splitlines():
+        inc = _INCLUDED_FROM.match(src)
+        if inc:
+            included_at = int(inc.group(1))
+            continue
+        here, anywhere = _COMPILE_ERROR.match(src), _ANY_ERROR.match(src)
+        if here:
+            out.append((int(here.group(1)), here.group(2).strip()))
+        elif anywhere and included_at is not None:
+            out.append((included_at, anywhere.group(1).strip()))
+        if anywhere:
+            included_at = None
+    return out
+
+
+def guards_at(text: str, line: int) -> list[str]:
+    """The conditions of the #if/#elif blocks enclosing `line` (1-based),
+    innermost last. An #else block keeps its #if's condition: the guard
+    still names the same flag."""
+    stack: list[str] = []
+    for i, src in enumerate(text.splitlines()[: line - 1], start=1):
+        m = _DIRECTIVE.match(src)
+        if not m:
+            continue
+        kind, cond = m.group(1), m.group(2).strip()
+        if kind in ("if", "ifdef", "ifndef"):
+            stack.append(cond)
+        elif kind == "elif" and stack:
+            stack[-1] = cond
+        elif kind == "endif" and stack:
+            stack.pop()
+    return stack
+
+
+def guarding_flag(text: str, line: int, flags: Iterable[str]) -> str | None:
+    """The innermost of `flags` that a guard around `line` names."""
+    wanted = set(flags)
+    for cond in reversed(guards_at(text, line)):
+        for word in _WORD.findall(cond):
+            if word in wanted:
+                return word
+    return None
