@@ -53,6 +53,9 @@
 #ifndef HAVE_FIRST_IO
 #define HAVE_FIRST_IO 1
 #endif
+#ifndef HAVE_SO_ERROR_SYSCALL
+#define HAVE_SO_ERROR_SYSCALL 1
+#endif
 
 #define HOOK_FENTRY 1
 #define HOOK_KPROBE 2

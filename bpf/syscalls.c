@@ -22,6 +22,77 @@ struct sockaddr_in6_u {
 	u8 addr[16];
 };
 
+#if HAVE_CONNECT_SYSCALL && HAVE_SO_ERROR_SYSCALL
+/* A non-blocking connect in progress, by (tgid << 32) | fd: which socket
+ * a later getsockopt(SO_ERROR) on that fd asks about. start_ns tells a
+ * reused fd or socket address apart. */
+struct connecting_fd {
+	u64 sk;
+	u64 start_ns;
+};
+BPF_TABLE("lru_hash", u64, struct connecting_fd, connecting_fds, MAX_CALLS);
+
+static __always_inline void connecting_fd_add(u64 id, struct connect_call *call, u64 sk)
+{
+	struct conn_record *st = socks.lookup(&sk);
+	if (!st)
+		return;
+	u64 key = (id & 0xffffffff00000000ULL) | call->fd;
+	struct connecting_fd c = {.sk = sk, .start_ns = st->start_ns};
+	connecting_fds.update(&key, &c);
+}
+
+/* getsockopt(SO_ERROR) calls in flight, by thread id. */
+struct so_error_call {
+	u64 optval;
+	u32 fd;
+	u32 _pad;
+};
+BPF_TABLE("lru_hash", u32, struct so_error_call, so_error_calls, MAX_CALLS);
+
+#define SOL_SOCKET 1
+#define SO_ERROR 4
+
+TRACEPOINT_PROBE(syscalls, sys_enter_getsockopt)
+{
+	if (args->level != SOL_SOCKET || args->optname != SO_ERROR)
+		return 0;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct so_error_call c = {.optval = (u64)args->optval, .fd = (u32)args->fd};
+	so_error_calls.update(&tid, &c);
+	return 0;
+}
+
+/* An ICMP error that arrives while connect() holds the socket's lock (on a
+ * same-host path: during the SYN's own transmit) is only kept as the
+ * socket's soft error: no errno reaches the error report, the socket stays
+ * in SYN_SENT, and the application learns it from SO_ERROR, then closes.
+ * That errno is what the application saw: the attempt's errno, not ABORTED. */
+TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct so_error_call *c = so_error_calls.lookup(&tid);
+	if (!c)
+		return 0;
+	u64 optval = c->optval;
+	u64 key = (id & 0xffffffff00000000ULL) | c->fd;
+	so_error_calls.delete(&tid);
+	int val = 0;
+	if (args->ret != 0 || bpf_probe_read_user(&val, sizeof(val), (void *)optval) != 0 || val <= 0)
+		return 0;
+	struct connecting_fd *cf = connecting_fds.lookup(&key);
+	if (!cf)
+		return 0;
+	u64 sk = cf->sk;
+	struct conn_record *st = socks.lookup(&sk);
+	if (st && st->start_ns == cf->start_ns && !(st->flags & (F_ESTABLISHED | F_CLOSING)) && !st->err)
+		st->err = val;
+	connecting_fds.delete(&key);
+	return 0;
+}
+#endif /* HAVE_CONNECT_SYSCALL && HAVE_SO_ERROR_SYSCALL */
+
 #if HAVE_CONNECT_SYSCALL
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
@@ -59,6 +130,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 	if (!call)
 		return 0;
 	long ret = args->ret;
+#if HAVE_SO_ERROR_SYSCALL
+	if (ret == -EINPROGRESS && call->skaddr)
+		connecting_fd_add(id, call, call->skaddr);
+#endif
 	if (ret >= 0 || ret == -EINPROGRESS || ret == -EALREADY || ret == -EISCONN)
 		goto out;
 

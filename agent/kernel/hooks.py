@@ -167,6 +167,11 @@ HOOKS: tuple[Hook, ...] = (
     Hook("connect_syscall", False,
          (_tp_method("syscalls", "sys_enter_connect", "sys_exit_connect", define="HAVE_CONNECT_SYSCALL"),),
          "EADDRNOTAVAIL and failures before TCP (ENETUNREACH, EACCES) are not reported"),
+    # Needs connect_syscall too (which fd a connect in progress has).
+    Hook("so_error_syscall", False,
+         (_tp_method("syscalls", "sys_enter_getsockopt", "sys_exit_getsockopt", define="HAVE_SO_ERROR_SYSCALL"),),
+         "a connect whose soft error (an ICMP answer during connect()) the application read with "
+         "getsockopt(SO_ERROR) before closing shows as ABORTED"),
     Hook("socket_syscall", False,
          (_tp_method("syscalls", "sys_enter_socket", "sys_exit_socket", define="HAVE_SOCKET_SYSCALL"),),
          "failures before TCP (ENETUNREACH, EACCES) are not reported"),

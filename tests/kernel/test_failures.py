@@ -126,3 +126,43 @@ def test_connect_abandoned_during_handshake(agent, lab):
     [rec] = agent.wait_for(match(type="connect", family=lab.family, dport=port, pid=c["pid"]), timeout=10)
     assert (rec["result"], rec["errno"], rec["error"]) == ("error", 0, "ABORTED")
     assert rec["latency_us"] >= 250_000
+
+
+# Every ICMP code that the kernel's icmp_err_convert / icmpv6_err_convert
+# marks fatal, as nft can send it, with the errno it maps to. A fatal error
+# ends a SYN_SENT socket at once, through another path than the soft errors
+# above (which only act at the next retransmit): (family, nft reject, errno).
+FATAL_ICMP = [
+    ("ipv4", "icmp type net-prohibited", 101, "ENETUNREACH"),  # code 9 NET_ANO
+    ("ipv4", "icmp type host-prohibited", 113, "EHOSTUNREACH"),  # code 10 HOST_ANO
+    ("ipv4", "icmp type admin-prohibited", 113, "EHOSTUNREACH"),  # code 13 PKT_FILTERED
+    ("ipv4", "icmp type port-unreachable", 111, "ECONNREFUSED"),  # code 3 PORT_UNREACH
+    ("ipv4", "icmp type prot-unreachable", 92, "ENOPROTOOPT"),  # code 2 PROT_UNREACH
+    ("ipv4", "icmpx type admin-prohibited", 113, "EHOSTUNREACH"),
+    ("ipv6", "icmpv6 type admin-prohibited", 13, "EACCES"),  # code 1 ADM_PROHIBITED
+    ("ipv6", "icmpv6 type port-unreachable", 111, "ECONNREFUSED"),  # code 4 PORT_UNREACH
+    ("ipv6", "icmpv6 type policy-fail", 13, "EACCES"),  # code 5 POLICY_FAIL
+    ("ipv6", "icmpv6 type reject-route", 13, "EACCES"),  # code 6 REJECT_ROUTE
+    ("ipv6", "icmpx type admin-prohibited", 13, "EACCES"),
+]
+
+
+@pytest.mark.parametrize("mode", [(), ("--nonblocking",)], ids=["blocking", "nonblocking"])
+@pytest.mark.parametrize("family,reject,errno_,error", FATAL_ICMP, ids=[f"{f}-{r.split()[-1]}-{r.split()[0]}"
+                                                                       for f, r, _, _ in FATAL_ICMP])
+def test_fatal_icmp_error_ends_the_connect_with_its_errno(agent, netpair, peer_cmd, family, reject, errno_, error,
+                                                          mode):
+    from .conftest import Lab
+
+    lab = Lab(netpair, peer_cmd, family)
+    port = pick_port()
+    lab.nft_server(f"tcp dport {port} reject with {reject}")
+    before = lab.netstat(lab.pair.client_ns, "TCPSynRetrans")
+    [c] = lab.client(port, "--timeout", 20, *mode)
+    assert c["errno"] == errno_, c
+    rec = _attempt(agent, lab, port, c, errno_, error, pid_source="connect")
+    # The answer to the first SYN ends the socket at once, unless it arrives
+    # while connect() still holds the socket's lock (same-host veth: often):
+    # then it waits for the next SYN's answer. The kernel's count says which.
+    syn_retrans = lab.netstat(lab.pair.client_ns, "TCPSynRetrans") - before
+    assert (rec["syn_retransmits"], rec["resets_received"], rec["incomplete"]) == (syn_retrans, 0, False)
