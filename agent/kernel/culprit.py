@@ -6,8 +6,9 @@ hook to its next method (and keep the agent running), the failure is traced
 back to a method two ways:
 - a load or attach failure names, or was raised while handling, one BPF
   function, and each method lists its functions (Method.programs);
-- a compile error names a line of the text, and each method's C sits under
-  a preprocessor guard on its -D flag (`#if CONNECT_HOOK == HOOK_FENTRY`,
+- a compile error names a line of one of bpf/'s files (line_markers keep
+  clang's numbering ours), and each method's C sits under a preprocessor
+  guard on its -D flag (`#if CONNECT_HOOK == HOOK_FENTRY`,
   `#if HAVE_RETRANSMIT == HOOK_RAW_TP`): the innermost guard around the line
   that names a hook's flag is that hook's chosen method.
 """
@@ -18,11 +19,25 @@ import re
 from typing import Iterable
 
 _PROGRAM_IN_MESSAGE = re.compile(r"BPF program b?'?([A-Za-z0-9_]+)")
-_COMPILE_ERROR = re.compile(r"^/virtual/main\.c:(\d+):\d+: (?:fatal )?error: (.*)$")
-_ANY_ERROR = re.compile(r"^\S+:\d+:\d+: (?:fatal )?error: (.*)$")
-_INCLUDED_FROM = re.compile(r"^In file included from /virtual/main\.c:(\d+):")
+# clang's diagnostics, in the file and line that line markers() set
+_ERROR = re.compile(r"^(\S+?):(\d+):\d+: (?:fatal )?error: (.*)$")
+_INCLUDED_FROM = re.compile(r"^In file included from (\S+?):(\d+):")
 _DIRECTIVE = re.compile(r"^\s*#\s*(if|ifdef|ifndef|elif|else|endif)\b(.*)$")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def line_markers(name: str, text: str) -> str:
+    """`text` with a `#line N "name"` before each of its lines (except
+    inside a multi-line macro), so that clang names our own file and line
+    whatever BCC inserts into the program text before compiling it (it
+    adds each tracepoint's record struct ahead of its probe)."""
+    out, continued = [], False
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not continued:
+            out.append(f'#line {n} "{name}"')
+        out.append(line)
+        continued = line.endswith("\\")
+    return "\n".join(out) + "\n"
 
 
 def failed_program(err: BaseException) -> str | None:
@@ -45,21 +60,23 @@ def failed_program(err: BaseException) -> str | None:
     return found
 
 
-def compile_errors(diagnostics: str) -> list[tuple[int, str]]:
-    """(line, message) of each error clang reported, as a line of the program
-    text: an error inside a header counts at the #include that brought it in."""
+def compile_errors(diagnostics: str, files: Iterable[str]) -> list[tuple[str, int, str]]:
+    """(file, line, message) of each error clang reported in one of `files`:
+    an error inside a header counts at the #include that brought it in."""
+    ours = set(files)
     out, included_at = [], None
     for src in diagnostics.splitlines():
         inc = _INCLUDED_FROM.match(src)
         if inc:
-            included_at = int(inc.group(1))
+            if inc.group(1) in ours and included_at is None:
+                included_at = (inc.group(1), int(inc.group(2)))
             continue
-        here, anywhere = _COMPILE_ERROR.match(src), _ANY_ERROR.match(src)
-        if here:
-            out.append((int(here.group(1)), here.group(2).strip()))
-        elif anywhere and included_at is not None:
-            out.append((included_at, anywhere.group(1).strip()))
-        if anywhere:
+        err = _ERROR.match(src)
+        if err and err.group(1) in ours:
+            out.append((err.group(1), int(err.group(2)), err.group(3).strip()))
+        elif err and included_at is not None:
+            out.append((*included_at, err.group(3).strip()))
+        if err:
             included_at = None
     return out
 

@@ -155,9 +155,13 @@ class Tracer:
             flags += [f"-D{k}={int(v)}" for k, v in defines.items()]
         return flags
 
-    def _text(self) -> str:
+    def _sources(self) -> dict[str, str]:
+        """bpf/'s files in compile order, by name."""
         d = bpf_dir()
-        return "\n".join((d / name).read_text() for name in SOURCES)
+        return {name: (d / name).read_text() for name in SOURCES}
+
+    def _text(self) -> str:
+        return "".join(culprit.line_markers(name, text) for name, text in self._sources().items())
 
     def _load(self):
         # Each failure moves one hook to its next method, so the number of
@@ -165,10 +169,10 @@ class Tracer:
         for _attempt in range(sum(len(h.methods) for h in HOOKS)):
             choose(self.statuses)
             self._require()
-            text = self._text()
+            sources = self._sources()
             with _stderr_captured() as diag:
                 try:
-                    bpf = BPF(text=text, cflags=self._cflags())
+                    bpf = BPF(text=self._text(), cflags=self._cflags())
                     try:
                         self._attach_backups(bpf)
                     except Exception:
@@ -178,7 +182,7 @@ class Tracer:
                     return bpf
                 except Exception as err:  # BCC raises bare Exception
                     failure = err
-            blamed = self._blame(failure, text, diag[0])
+            blamed = self._blame(failure, sources, diag[0])
             if blamed is None:
                 detail = _first_error(diag[0]) or str(failure)
                 raise ConnscopeError(f"compiling/loading the eBPF programs failed: {detail}",
@@ -187,15 +191,16 @@ class Tracer:
             st.tried.append((st.method.name, why))
         raise ConnscopeError("no working combination of hooks found", "run `connscope check`")
 
-    def _blame(self, failure: Exception, text: str, diagnostics: str) -> tuple[HookStatus, str] | None:
+    def _blame(self, failure: Exception, sources: dict[str, str],
+               diagnostics: str) -> tuple[HookStatus, str] | None:
         """The hook whose chosen method caused `failure`, and why, for its
         fallback list: a compile error under the method's guard, or a program
         of the method that the kernel refused to load or attach."""
-        errors = culprit.compile_errors(diagnostics)
+        errors = culprit.compile_errors(diagnostics, sources)
         if errors:
-            line, message = errors[0]
+            name, line, message = errors[0]
             flags = {k: st for st in self.statuses.values() if st.method for k in st.method.cflags}
-            flag = culprit.guarding_flag(text, line, flags)
+            flag = culprit.guarding_flag(sources[name], line, flags)
             return (flags[flag], f"does not compile here: {message}") if flag else None
         st = self._culprit(culprit.failed_program(failure) or "")
         return (st, f"refused at load: {failure}") if st else None
