@@ -1,8 +1,9 @@
 """Runs the real agent (`connscope trace --json`, or `run`) for a test and reads its records.
 
-Every record the agent writes is validated against schema v1 and its `seq`
-numbers must run 1, 2, 3, ... without a gap: a test that uses AgentRun
-checks the public contract as a side effect.
+Every record the agent writes is validated against schema v1, its `seq`
+numbers must run 1, 2, 3, ... without a gap, and it must hold no string a
+test marked secret: a test that uses AgentRun checks the public contract as
+a side effect.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ from typing import Callable, Iterator
 from .schema import assert_valid
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# Strings a test marked secret (mark_secret): no record any test reads may
+# contain one. The agent must scrub them before a record leaves it.
+SECRETS: set[str] = set()
+
+
+def mark_secret(*secrets: str) -> None:
+    """Every record read from now on, by any test, is checked not to hold these."""
+    SECRETS.update(s for s in secrets if s)
 
 
 def connscope_argv(*args: str) -> list[str]:
@@ -54,6 +65,9 @@ class AgentRun:
         problems = []
         for line in data[:end].splitlines():
             rec = json.loads(line)
+            leaked = [x for x in SECRETS if x.encode() in line]
+            if leaked:
+                problems.append(AssertionError(f"secret {leaked} in a {rec.get('type')} record: {line[:300]!r}"))
             try:
                 assert_valid(rec)
                 last = self._records[-1]["seq"] if self._records else 0

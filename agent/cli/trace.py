@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..aggregate.window import Thresholds
+from ..enrich import Enricher
 from ..filters import EventFilter
 from ..service.assemble import summaries
 from ..sinks.jsonlines import JsonLinesSink
@@ -29,11 +30,15 @@ from .session import run_session
               help="Summary window length.")
 @click.option("--threshold", "thresholds", multiple=True, callback=parse_thresholds, metavar="NAME=VALUE",
               help="Override a diagnosis threshold (see README), e.g. churn_per_s=50 (repeatable).")
+@click.option("--cmdline", "cmdline", type=click.Choice(["scrubbed", "full", "off"]), default="scrubbed",
+              show_default=True, help="Command lines in summaries: secrets masked, as they are, or none.")
+@click.option("--sensitive-word", "sensitive_words", multiple=True, metavar="WORD",
+              help="An argument whose name contains WORD holds a secret (adds to the built-in list; repeatable).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Exit after this many seconds.")
 @tracer_options
-def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, thresholds, duration,
-          **tracer_kw) -> None:
+def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, thresholds, cmdline,
+          sensitive_words, duration, **tracer_kw) -> None:
     """Print one record per connection attempt, accepted connection and close."""
     if comms and any(len(c.encode()) > 15 for c in comms):
         raise click.BadParameter("a comm is at most 15 bytes (the kernel truncates names)", param_hint="--comm")
@@ -42,7 +47,8 @@ def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, th
     sink = TableSink() if table else JsonLinesSink()
     agg = diagnoser = usage = None
     if summary:
-        agg, diagnoser, usage = summaries(window, Thresholds(thresholds.short_lifetime_us), thresholds.diagnosis)
+        agg, diagnoser, usage = summaries(window, Thresholds(thresholds.short_lifetime_us), thresholds.diagnosis,
+                                          Enricher(cmdline, sensitive_words))
     run_session(tracer_kw, sink, duration,
                 start_extra={"filters": {"pids": sorted(pids), "comms": sorted(comms), "ports": sorted(ports),
                                          "ipv4": ipv4, "ipv6": ipv6, "failures": failures},

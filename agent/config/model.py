@@ -49,6 +49,13 @@ class AgentSection:
                                  reload="restart", default_factory=list)
     state_dir: str = key("directory for state that outlives a restart (the Kafka spool)",
                          reload="restart", default="/var/lib/connscope")
+    cmdline: str = key("command lines in summaries and diagnoses: scrubbed (secrets masked: values of "
+                       "arguments named like a sensitive word, known password flags, URL passwords, auth "
+                       "headers), full, or off (null)", choices=("scrubbed", "full", "off"),
+                       reload="restart", default="scrubbed")
+    sensitive_words: list[str] = key("words added to the built-in list (password, secret, token, key, auth, ...) "
+                                     "that make an argument's value a secret", reload="restart",
+                                     default_factory=list)
     prometheus: str = key("HOST:PORT for a Prometheus endpoint with the agent's counters, empty = off; "
                           "keep it on loopback", reload="restart", default="")
 

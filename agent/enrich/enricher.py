@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from .cgroups import CgroupResolver
 from .processes import ProcessInfo
 
@@ -10,9 +12,9 @@ class Enricher:
     """Best effort and cached: a process gone before its first summary keeps
     only the comm and cgroup id the kernel captured."""
 
-    def __init__(self) -> None:
+    def __init__(self, cmdline: str = "scrubbed", sensitive_words: Iterable[str] = ()) -> None:
         self.cgroups = CgroupResolver()
-        self.processes = ProcessInfo()
+        self.processes = ProcessInfo(cmdline=cmdline, sensitive_words=sensitive_words)
 
     def fields(self, pid: int, cgroup_id: int) -> dict:
         out = dict(self.cgroups.resolve(cgroup_id)) if cgroup_id else {}

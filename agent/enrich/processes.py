@@ -17,6 +17,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from typing import Callable, Iterable
+
+from .scrub import Scrubber
 
 CMDLINE_MAX = 512
 _READ_MAX = 4 * CMDLINE_MAX  # enough bytes for CMDLINE_MAX characters
@@ -43,9 +46,13 @@ def start_time(pid: int) -> int | None:
         return None
 
 
-def _lookup(pid: int) -> dict:
+def _lookup(pid: int, scrub: Callable[[list[str]], list[str]] | None) -> dict:
     raw = _read_bytes(f"/proc/{pid}/cmdline", _READ_MAX)
-    cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")[:CMDLINE_MAX] if raw else None
+    cmdline = None
+    if raw:
+        argv = raw.rstrip(b"\0").decode("utf-8", "replace").split("\0")
+        # scrubbed before it is cut: a secret must not survive half-masked
+        cmdline = " ".join(scrub(argv) if scrub else argv)[:CMDLINE_MAX]
     try:
         exe = os.readlink(f"/proc/{pid}/exe".encode()).decode("utf-8", "replace")
     except OSError:
@@ -55,9 +62,14 @@ def _lookup(pid: int) -> dict:
 
 class ProcessInfo:
     """get(pid) -> {"cmdline", "exe"}; Nones for a process that is gone.
-    Thread-safe, bounded LRU."""
+    Thread-safe, bounded LRU.
 
-    def __init__(self, cache_size: int = 8192):
+    cmdline: "scrubbed" (the default: secrets masked, agent/enrich/scrub.py,
+    once per process), "full", or "off" (always None)."""
+
+    def __init__(self, cache_size: int = 8192, cmdline: str = "scrubbed", sensitive_words: Iterable[str] = ()):
+        self._cmdline = cmdline
+        self._scrub = Scrubber(sensitive_words).scrub if cmdline == "scrubbed" else None
         self._cache: OrderedDict[tuple[int, int], dict] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -72,13 +84,15 @@ class ProcessInfo:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return dict(hit)
-        info = _lookup(pid)
+        info = _lookup(pid, self._scrub)
         if start_time(pid) != start:  # gone or reused meanwhile: do not trust it
             return {"cmdline": None, "exe": None}
         if info["cmdline"] is None:
             # Empty for a moment during exec (the new mm's argument area is set
             # after the old files are closed): answer, but ask again next time.
             return dict(info)
+        if self._cmdline == "off":
+            info["cmdline"] = None
         with self._lock:
             self._cache[key] = info
             if len(self._cache) > self._cache_size:

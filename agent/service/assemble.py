@@ -29,14 +29,15 @@ def event_filter(cfg: Config) -> EventFilter:
 
 
 def aggregation(cfg: Config) -> tuple[WindowAggregator, Diagnoser, PortUsage]:
-    return summaries(cfg.agent.window, cfg.window_thresholds(), cfg.diagnosis_thresholds())
+    return summaries(cfg.agent.window, cfg.window_thresholds(), cfg.diagnosis_thresholds(),
+                     Enricher(cfg.agent.cmdline, cfg.agent.sensitive_words))
 
 
-def summaries(window_s: float, window_thresholds: Thresholds,
-              diagnosis_thresholds: DiagnosisThresholds) -> tuple[WindowAggregator, Diagnoser, PortUsage]:
+def summaries(window_s: float, window_thresholds: Thresholds, diagnosis_thresholds: DiagnosisThresholds,
+              enricher: Enricher) -> tuple[WindowAggregator, Diagnoser, PortUsage]:
     """The window aggregator, its diagnoser and the port use they read, wired as
     every summarising command needs them (`run`, `trace --summary`)."""
-    enricher, usage = Enricher(), PortUsage()
+    usage = PortUsage()
 
     def first_seen(pid: int, cgroup_id: int) -> dict:
         usage.note(pid)  # its network namespace, while it is alive
