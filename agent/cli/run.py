@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
 import orjson
 
+from ..config.secrets import redacted
 from .config_flags import config_options
 
 
@@ -21,7 +21,7 @@ def run(load_config, duration, print_config) -> None:
     per-connection records unless --no-connections; stdout or Kafka."""
     cfg = load_config()
     if print_config:
-        out = {t: dataclasses.asdict(getattr(cfg, t)) for t in ("agent", "filters", "thresholds", "kafka")}
+        out = {t: redacted(getattr(cfg, t)) for t in ("agent", "filters", "thresholds", "kafka")}
         out["sources"] = cfg.source
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
         return

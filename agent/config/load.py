@@ -107,6 +107,7 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
                 source[full] = origin
         sections[table] = cls(**kw)
     cfg = Config(**sections, source=source)
+    cfg.kafka.resolve_secrets(env)
     validate(cfg)
     return cfg
 

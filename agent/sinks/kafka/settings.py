@@ -27,13 +27,17 @@ _TOPIC_MAX = 249
 # Record types of schema v1, for topic templates with {type}.
 RECORD_TYPES = ("connect", "accept", "close", "lost", "summary", "diagnosis", "agent")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# The name systemd/dropins/kafka-sasl-credential.conf loads it under.
+CREDENTIAL_NAME = "kafka_sasl_password"
 
 
-def _key(help: str, *, default=None, default_factory=None, choices: tuple = (), minimum: float | None = None):
+def _key(help: str, *, default=None, default_factory=None, choices: tuple = (), minimum: float | None = None,
+         secret: bool = False):
     # Every Kafka key needs a new producer: on reload the agent closes the
     # sink (what is not acknowledged goes to the spool) and opens a new one on
     # the same spool, which replays it. So all of them apply live.
-    meta = {"help": help, "choices": choices, "minimum": minimum, "reload": "live"}
+    # `secret`: never printed (agent/config/secrets.py masks it).
+    meta = {"help": help, "choices": choices, "minimum": minimum, "reload": "live", "secret": secret}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -78,7 +82,13 @@ class KafkaSettings:
     sasl_mechanism: str | None = _key("SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)", choices=SASL_MECHANISMS,
                                       default=None)
     sasl_username: str | None = _key("SASL user name", default=None)
-    sasl_password: str | None = _key("SASL password (prefer the environment variable to the file)", default=None)
+    sasl_password: str | None = _key("SASL password; prefer sasl_password_file or the systemd credential: "
+                                     "a value here is in this file, and as a flag in /proc/PID/cmdline",
+                                     default=None, secret=True)
+    sasl_password_file: str | None = _key(
+        "file holding the SASL password (not world-readable), read at start and on reload; unset, "
+        "$CREDENTIALS_DIRECTORY/kafka_sasl_password (systemd LoadCredential=) is used when present",
+        default=None)
     auto_create_topics: bool = _key("let the broker create a missing topic on first use "
                                     "(when its auto.create.topics.enable allows it)", default=False)
     max_in_flight_bytes: int = _key(
@@ -160,6 +170,32 @@ class KafkaSettings:
         elif self.sasl_mechanism is not None:
             raise UsageError(f"kafka.sasl_mechanism is set but kafka.security_protocol is {self.security_protocol}",
                              "set kafka.security_protocol = \"SASL_PLAINTEXT\" or \"SASL_SSL\"")
+
+    # --- secrets -----------------------------------------------------------------
+    def resolve_secrets(self, env) -> None:
+        """Fills sasl_password from sasl_password_file, or else from the systemd
+        credential; UsageError (one line, naming the file) when it cannot be
+        read or is world-readable."""
+        path, origin = self.sasl_password_file, "kafka.sasl_password_file"
+        if path and self.sasl_password:
+            raise UsageError("kafka.sasl_password and kafka.sasl_password_file are both set",
+                             "keep only kafka.sasl_password_file")
+        if not path and not self.sasl_password and env.get("CREDENTIALS_DIRECTORY"):
+            cred = os.path.join(env["CREDENTIALS_DIRECTORY"], CREDENTIAL_NAME)
+            if os.path.exists(cred):
+                path, origin = cred, f"systemd credential {CREDENTIAL_NAME}"
+        if not path:
+            return
+        try:
+            mode = os.stat(path).st_mode
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UsageError(f"{origin}: cannot read {path}: {getattr(err, 'strerror', None) or err}",
+                             "make it a file the agent's user can read") from None
+        if mode & 0o004:
+            raise UsageError(f"{origin}: {path} is world-readable", f"chmod o-r {path}")
+        self.sasl_password = text.rstrip("\r\n") or None
 
     # --- derived ---------------------------------------------------------------
     def topics(self) -> list[str]:
