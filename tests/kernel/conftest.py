@@ -1,5 +1,7 @@
 """Kernel-tier fixtures: a running agent and the peers that make real traffic."""
 
+import os
+import shlex
 import threading
 
 import pytest
@@ -11,13 +13,21 @@ from ..agentrun import AgentRun, is_root
 FAMILIES = ["ipv4", "ipv6"]
 
 
-@pytest.fixture(scope="module")
+def _agent_scope(fixture_name, config) -> str:
+    # The stock-kernel tier runs these modules in a guest where one compile
+    # costs seconds of emulated CPU: one agent serves the whole session there.
+    return "session" if os.environ.get("CSTEST_SHARED_AGENT") else "module"
+
+
+@pytest.fixture(scope=_agent_scope)
 def agent():
     """One real agent per test module; tests pick out their own connections by
-    namespace addresses and ports, so they do not depend on each other."""
+    namespace addresses and ports, so they do not depend on each other.
+    $CSTEST_AGENT_ARGS adds flags (the stock-kernel tier's
+    --force-hook runs)."""
     if not is_root():
         pytest.skip("needs root (loads eBPF programs)")
-    run = AgentRun()
+    run = AgentRun(*shlex.split(os.environ.get("CSTEST_AGENT_ARGS", "")))
     try:
         yield run
         run.stop()

@@ -4,6 +4,7 @@ A method the kernel lacks is skipped with the probe's reason; where the
 probe says it exists, the test runs and must pass.
 """
 
+import os
 import socket
 import threading
 
@@ -119,3 +120,14 @@ def test_per_process_counts_are_kept_only_when_asked(proc_counts):
             assert tracer.proc_counts() == {}
     finally:
         tracer.close()
+
+
+def test_the_agent_takes_the_expected_methods(agent):
+    """The stock-kernel tier names, per kernel, the method each hook must
+    take ($CSTEST_EXPECT_HOOKS, hook=method ...), forced ones included."""
+    want = dict(p.split("=", 1) for p in os.environ.get("CSTEST_EXPECT_HOOKS", "").split())
+    if not want:
+        pytest.skip("no expected methods given (the stock-kernel tier gives them per kernel)")
+    hooks = agent.start["hooks"]
+    assert {k: hooks[k]["method"] for k in want} == want
+    assert all(hooks[k]["state"] == "active" for k in want)
