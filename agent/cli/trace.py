@@ -40,6 +40,7 @@ from .session import run_session
 def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, thresholds, cmdline,
           sensitive_words, duration, **tracer_kw) -> None:
     """Print one record per connection attempt, accepted connection and close."""
+    _refuse_conflicts(click.get_current_context(), ipv4, ipv6, summary)
     if comms and any(len(c.encode()) > 15 for c in comms):
         raise click.BadParameter("a comm is at most 15 bytes (the kernel truncates names)", param_hint="--comm")
     flt = EventFilter.build(pids, comms, ports, ipv4, ipv6, failures)
@@ -55,3 +56,18 @@ def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, th
                              "mode": "summary" if summary else "connections"},
                 event_filter=flt, aggregator=agg, diagnoser=diagnoser,
                 connections=not summary, port_usage=usage)
+
+
+# Flags that only shape summaries: given without --summary they would do nothing.
+_SUMMARY_ONLY = {"window": "--window", "thresholds": "--threshold", "cmdline": "--cmdline",
+                 "sensitive_words": "--sensitive-word"}
+
+
+def _refuse_conflicts(ctx: click.Context, ipv4: bool, ipv6: bool, summary: bool) -> None:
+    """Flags that contradict each other, or that do nothing, are errors (exit 2)."""
+    if ipv4 and ipv6:
+        raise click.UsageError("-4 and -6 exclude each other; for both families give neither")
+    if not summary:
+        for param, flag in _SUMMARY_ONLY.items():
+            if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT:
+                raise click.UsageError(f"{flag} only applies with --summary; add --summary or drop {flag}")

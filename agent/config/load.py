@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from typing import Mapping
 
@@ -53,8 +54,45 @@ def read_file(path: str, explicit: bool) -> dict:
     except IsADirectoryError:
         raise UsageError(f"configuration file {path} is a directory", "pass the path of a TOML file") from None
     except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"configuration file {path} is not valid TOML: {err}",
-                         "fix the syntax at that line") from None
+        raise toml_error(path, err) from None
+
+
+_AT = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
+_UNCLOSED_HEADER = re.compile(r"^\s*(\[[^\]#]*?)\s*(#.*)?$")
+_PLAIN = [  # tomllib's wording -> plain words
+    (re.compile(r"^Cannot declare \((.*?),?\) twice$"),
+     lambda m: "table [" + ".".join(p.strip(" '") for p in m.group(1).split(",")) + "] is declared twice"),
+    (re.compile(r"^Cannot overwrite a value$"), lambda m: "a key is set twice"),
+    (re.compile(r"^Invalid value$"), lambda m: "the value is missing or not TOML (text needs quotes)"),
+    (re.compile(r"^Illegal character '\\n'$"), lambda m: "a string is not closed before the end of the line"),
+]
+
+
+def toml_error(path: str, err: Exception) -> UsageError:
+    """A TOML syntax error as one line naming the file, the line and the
+    column in plain words. An unclosed table header is named as such, even
+    when tomllib reports the damage it did further down."""
+    m = _AT.match(str(err))
+    if m is None:
+        return UsageError(f"configuration file {path} is not valid TOML: {err}", "fix the syntax")
+    what, line, col = m.group(1), int(m.group(2)), int(m.group(3))
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        lines = []
+    for n, text in enumerate(lines[:line], start=1):
+        h = _UNCLOSED_HEADER.match(text)
+        if h and text.lstrip().startswith("[") and "]" not in text.split("#")[0]:
+            name = h.group(1).strip()
+            return UsageError(f"configuration file {path}, line {n}, column {len(text.split('#')[0].rstrip()) + 1}: "
+                              f"unclosed table header `{name}`", f"close it: `{name}]`")
+    for pattern, plain in _PLAIN:
+        p = pattern.match(what)
+        if p:
+            what = plain(p)
+            break
+    return UsageError(f"configuration file {path}, line {line}, column {col}: {what}", "fix the syntax there")
 
 
 def _from_file(doc: dict, path: str) -> dict[str, tuple[object, str]]:

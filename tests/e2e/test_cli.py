@@ -44,6 +44,12 @@ def assert_one_line_error(cp, code, *needles, stdout=""):
     (["trace", "--summary", "--threshold", "churn=3"], ["--threshold", "churn_per_s", "short_lifetime_us"]),
     (["trace", "--summary", "--threshold", "refused=many"], ["refused takes a number"]),
     (["trace", "--summary", "--threshold", "timeouts=-1"], ["cannot be negative"]),
+    # flags that contradict each other, or do nothing without another
+    (["trace", "-4", "-6"], ["-4 and -6 exclude each other", "give neither"]),
+    (["trace", "--window", "5"], ["--window only applies with --summary"]),
+    (["trace", "--threshold", "refused=1"], ["--threshold only applies with --summary"]),
+    (["trace", "--cmdline", "full"], ["--cmdline only applies with --summary"]),
+    (["trace", "--sensitive-word", "pin"], ["--sensitive-word only applies with --summary"]),
 ])
 def test_bad_flags_give_one_line_and_exit_2(args, needles):
     assert_one_line_error(run_cli(*args), 2, *needles)

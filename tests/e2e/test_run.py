@@ -165,7 +165,26 @@ def test_bad_configuration_file_is_one_line_and_exit_2(tmp_path):
                         timeout=60, cwd=REPO)
     assert cp.returncode == 2 and cp.stderr.strip() == (
         f"connscope: {conf}: unknown key agent.windw (fix: keys in [agent] are: output, connections, window, "
-        "status_interval, cpu_budget, queue_max, buffer_pages, strict, force_hooks, state_dir, prometheus)")
+        "status_interval, cpu_budget, queue_max, buffer_pages, strict, force_hooks, state_dir, cmdline, "
+        "sensitive_words, prometheus)")
+
+
+@pytest.mark.parametrize("text,want", [
+    ("[agent\noutput = \"kafka\"\n", "line 1, column 7: unclosed table header `[agent` (fix: close it: `[agent]`)"),
+    ("[agent]\nwindow = 5\n[agent\n[filters]\n",
+     "line 3, column 7: unclosed table header `[agent` (fix: close it: `[agent]`)"),
+    ("[agent]\n[agent]\n", "line 2, column 7: table [agent] is declared twice (fix: fix the syntax there)"),
+    ("[agent]\noutput = \"kafka\n", "line 2, column 16: a string is not closed before the end of the line"),
+    ("[agent]\noutput = kafka\n", "line 2, column 10: the value is missing or not TOML (text needs quotes)"),
+])
+def test_toml_syntax_error_names_file_line_and_column(tmp_path, text, want):
+    conf = tmp_path / "c.toml"
+    conf.write_text(text)
+    cp = subprocess.run(connscope_argv("run", "--config", str(conf)), capture_output=True, text=True,
+                        timeout=60, cwd=REPO)
+    assert cp.returncode == 2, cp.stderr
+    [line] = cp.stderr.strip().splitlines()
+    assert line.startswith(f"connscope: configuration file {conf}, {want}"), line
 
 
 def _scrape(port):
