@@ -25,6 +25,8 @@ def top(sort, interval, limit, duration, **tracer_kw) -> None:
     """Processes by new connections, failures, latency or retransmits, refreshed each interval.
 
     On a terminal the screen is redrawn; otherwise one snapshot is printed per interval.
+    Every interval is drawn, quiet ones too: a process that stops connecting
+    shows at zero for 5 intervals, then leaves the table.
     """
-    run_session(tracer_kw, TopSink(sort, limit), duration, start_extra={"mode": "top"},
+    run_session(tracer_kw, TopSink(sort, limit, interval=interval), duration, start_extra={"mode": "top"},
                 aggregator=WindowAggregator(interval, time.monotonic_ns()), connections=False)

@@ -111,7 +111,7 @@ def test_top_in_a_terminal_shows_the_churning_process_first(netpair, peer_cmd):
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "40", "-c", str(REPO), cmd],
                    check=True)
     try:
-        time.sleep(3)  # compile and attach
+        _wait_screen(session, lambda s: "connscope top" in s, 60, "no screen after start-up")
         slow = lab.pair.popen(lab.pair.client_ns, peer_cmd("client", "--addr", lab.server_addr, "--port", port,
                                                            "--comm", "cs-slow", "--count", 12, "--interval", 0.5,
                                                            "--close-first"))
@@ -126,6 +126,58 @@ def test_top_in_a_terminal_shows_the_churning_process_first(netpair, peer_cmd):
     assert lines[1].split()[:4] == ["PID", "COMM", "CONN/s", "ACC/s"], screen
     assert lines[2].split()[1] == "cs-churn", screen
     assert "cs-slow" in screen
+
+
+def _screen(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _wait_screen(session: str, pred, timeout: float, what: str) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        screen = _screen(session)
+        if pred(screen):
+            return screen
+        assert time.monotonic() < deadline, f"{what}: {screen}"
+        time.sleep(0.1)
+
+
+def _row(screen: str, comm: str) -> list[str] | None:
+    return next((ln.split() for ln in screen.splitlines() if len(ln.split()) > 2 and ln.split()[1] == comm), None)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (scripts/setup.sh installs it)")
+def test_top_keeps_drawing_after_a_churning_client_stops(netpair, peer_cmd):
+    """The screen froze on the last busy interval: now the process drops to
+    zero within two intervals and the clock goes on."""
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close")
+    session = f"cstop{port}"
+    cmd = " ".join(connscope_argv("top", "--interval", "1", "--duration", "60"))
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "40", "-c", str(REPO), cmd],
+                   check=True)
+    try:
+        _wait_screen(session, lambda s: "connscope top" in s, 60, "no screen after start-up")
+        lab.client(port, "--count", 80, "--interval", 0.02, "--close-first", comm="cs-churn")
+        stopped = time.time()
+        _wait_screen(session, lambda s: (_row(s, "cs-churn") or ["", "", "0"])[2] != "0.0", 10,
+                     "the churning client never showed")
+        zero = _wait_screen(session, lambda s: (_row(s, "cs-churn") or ["", "", ""])[2] == "0.0", 10,
+                            "the stopped client never dropped to zero")
+        clock = zero.splitlines()[0].split(" - ")[1]
+        later = _wait_screen(session, lambda s: s.splitlines()[0].split(" - ")[1] != clock, 5, "the clock stopped")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    # the zero screen is the interval's own: at most two intervals (plus the
+    # second the clock rounds down) after the client's last connection
+    h, m, sec = map(int, clock.split(":"))
+    shown = time.localtime(stopped)
+    delta = (h * 3600 + m * 60 + sec) - (shown.tm_hour * 3600 + shown.tm_min * 60 + shown.tm_sec)
+    delta = (delta + 43200) % 86400 - 43200  # across midnight
+    assert -1 <= delta <= 3, (clock, time.strftime("%H:%M:%S", shown))
+    assert _row(later, "cs-churn")[2] == "0.0"
 
 
 def test_connect_latency_percentiles_match_the_client_under_syn_loss(summaries, netpair, peer_cmd):
