@@ -184,14 +184,17 @@ def test_trace_on_a_terminal_prints_a_table(netpair, peer_cmd):
     assert "{" not in text, "JSON on a terminal"
     lines = [l.rstrip() for l in text.splitlines() if l.strip()]
     header = next(l for l in lines if l.startswith("TIME"))
-    assert header.split() == ["TIME", "TYPE", "PID", "COMM", "LOCAL", "REMOTE", "RESULT", "MS", "RETR"]
+    assert header.split() == ["TIME", "TYPE", "PID", "COMM", "LOCAL", "REMOTE", "RESULT", "CONNECT", "LIFETIME",
+                              "RETR"]
+    assert all(len(l) <= 160 for l in lines), "a line wider than the terminal"
     conn = [l for l in lines if " connect " in l and f":{port}" in l]
     assert len(conn) == 1
     fields = conn[0].split()
     assert fields[1:4] == ["connect", str(c["pid"]), "cs-a"]
     assert fields[4] == f"{lab.client_addr}:{c['sport']}" and fields[5] == f"{lab.server_addr}:{port}"
-    assert fields[6] == "ok"
-    assert any(" close " in l and "by local" in l for l in lines)
+    assert fields[6] == "ok" and fields[7].endswith("ms") and fields[8] == "-"  # latency, no lifetime
+    [close] = [l.split() for l in lines if " close " in l and f":{port}" in l and "by local" in l]
+    assert close[8] == "-" and close[9][-1] == "s"  # lifetime, with its unit, no latency
 
 
 @needs_root
@@ -214,3 +217,43 @@ def test_top_without_a_terminal_prints_one_snapshot_per_interval(netpair, peer_c
         assert snap[1].split()[:4] == ["PID", "COMM", "CONN/s", "ACC/s"]
     churn_rows = [s[2].split() for s in snapshots if any(" cs-churn " in l for l in s)]
     assert churn_rows and all(row[1] == "cs-churn" for row in churn_rows)
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (scripts/setup.sh installs it)")
+@pytest.mark.parametrize("width", [80, 200])
+def test_trace_table_in_a_terminal_never_wraps(netpair, peer_cmd, width):
+    import time
+
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close", "cs-srv")
+    session = f"cstrace{port}"
+    cmd = " ".join(connscope_argv("trace", "--duration", "60", "--port", str(port)))
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", "50", "-c", str(REPO), cmd],
+                   check=True)
+
+    def screen() -> list[str]:  # -J joins what the terminal wrapped: a wrap shows as a longer line
+        out = subprocess.run(["tmux", "capture-pane", "-p", "-J", "-t", session], capture_output=True, text=True,
+                             check=True).stdout
+        return [l.rstrip() for l in out.splitlines() if l.strip()]
+
+    def wait(pred, what):
+        deadline = time.monotonic() + 60
+        while not pred(screen()):
+            assert time.monotonic() < deadline, f"{what}: {screen()}"
+            time.sleep(0.1)
+
+    try:
+        wait(lambda s: any(l.startswith("-- agent start") for l in s), "no start banner")
+        [c] = lab.client(port, "--close-first", comm="cs-a")
+        wait(lambda s: any(" close " in l or " close" in l for l in s if f"{c['pid']}" in l), "no close row")
+        lines = screen()
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert all(len(l) <= width for l in lines), [l for l in lines if len(l) > width]
+    head = next(l for l in lines if l.startswith("TIME")).split()
+    assert head[-3:] in (["CONNECT", "LIFETIME", "RETR"], ["RESULT", "CONNECT", "LIFETIME"])
+    conn = next(l.split() for l in lines if f" {c['pid']} " in l and l.split()[1].startswith("conn"))
+    assert conn[head.index("CONNECT")].endswith("ms") and conn[head.index("LIFETIME")] == "-"
+    assert any(l.startswith("   ") for l in lines) or width >= 200  # the banner wraps with an indent at 80
