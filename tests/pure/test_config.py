@@ -62,7 +62,7 @@ def test_config_path_from_environment(tmp_path):
     ("[filters]\ncomms = [\"a-name-longer-than-15\"]\n", ["filters.comms", "15 bytes"]),
     ("[filters]\nfamily = \"ipx\"\n", ["filters.family = 'ipx'", "any, ipv4, ipv6"]),
     ("[thresholds]\nrefused = -1\n", ["thresholds.refused = -1", "minimum"]),
-    ("[agent\n", ["not valid TOML", "line 1"]),
+    ("[agent\n", ["line 1, column 7", "unclosed table header `[agent`"]),
 ])
 def test_bad_file_names_key_value_and_what_is_allowed(tmp_path, text, needles):
     path = write(tmp_path, text)
