@@ -98,6 +98,7 @@ class Pipeline:
         self.port_usage = port_usage  # WindowResult -> {(proc, dest): usage}, for port_exhaustion_risk
         self._last_proc_counts: dict = {}
         self.stop = threading.Event()
+        self.stop_record: dict | None = None  # the last record of a run, once emitted
         self.sink_closed = False
 
     # --- reader thread ---------------------------------------------------
@@ -298,7 +299,8 @@ class Pipeline:
                 self._write(item)
         try:
             self.flush_sink()  # its losses belong in the stop record
-            self.emitter.emit(self.builder.agent_record("stop", **self.summary()))
+            self.stop_record = self.builder.agent_record("stop", **self.summary())
+            self.emitter.emit(self.stop_record)
             self.flush_sink()
         except SinkClosed:
             self.sink_closed = True

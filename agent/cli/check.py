@@ -64,6 +64,12 @@ def _hooks(cfg) -> None:
 
 def _sink(cfg) -> None:
     click.echo()
+    from ..service.assemble import spool_dir
+    from ..sinks.kafka.waiting import describe
+
+    left = describe(spool_dir(cfg))
+    if left:  # whatever the output: records a Kafka run left behind
+        click.echo(_FMT.format("SPOOL", "kafka", "waiting", left))
     if cfg.agent.output != "kafka":
         click.echo(_FMT.format("SINK", "stdout", "ok", "JSON lines on standard output"))
         return

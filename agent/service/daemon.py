@@ -35,6 +35,8 @@ class Daemon:
         self.status_interval = cfg.agent.status_interval
         self._reload_wanted = False
         self._ready_sent = False
+        self._next_trouble_check = 0.0
+        self._trouble_shown = False
         self.pipe = self.overload = self.board = None
 
     def run(self) -> None:
@@ -78,6 +80,7 @@ class Daemon:
                 sink = self.pipe.emitter.sink  # a reload may have replaced it
             if sink is not None:
                 sink.close()
+                _report_undelivered(sink, self.pipe)
             if metrics is not None:
                 metrics.close()
             tracer.close()
@@ -113,6 +116,21 @@ class Daemon:
             self._next_status = now + self.status_interval if self.status_interval else None
         elif self._next_status is None and self.status_interval:
             self._next_status = now + self.status_interval
+        if now >= self._next_trouble_check:
+            self._next_trouble_check = now + TROUBLE_CHECK_S
+            self._show_trouble()
+
+    def _show_trouble(self) -> None:
+        """`systemctl status` says at once when delivery starts or stops failing,
+        not only at the next status interval."""
+        sink = self.pipe.emitter.sink
+        delivery = getattr(sink, "delivery", None)
+        line = delivery.health_line() if delivery is not None else None
+        if line is not None:
+            self.notifier.status(line)
+        elif self._trouble_shown:
+            self.notifier.status("tracing; delivery works again")
+        self._trouble_shown = line is not None
 
     def _reload(self, emit) -> None:
         self.notifier.reloading()
@@ -132,8 +150,26 @@ def _warn(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+TROUBLE_CHECK_S = 2.0
+
+
 def _status_line(f: dict) -> str:
     rate = sum(f["records_per_s"].values())
     lost = sum(f["lost"].values())
-    return (f"{rate:.0f} records/s, lost {lost}, queue {f['queue_depth']}, "
+    line = (f"{rate:.0f} records/s, lost {lost}, queue {f['queue_depth']}, "
             f"cpu {f['cpu_share'] * 100:.0f}%, rss {f['rss_bytes'] >> 20} MiB, keep 1/{f['sampling']['keep_one_in']}")
+    trouble = f.get("sink", {}).get("trouble")
+    return f"{trouble}; {line}" if trouble else line
+
+
+def _report_undelivered(sink, pipe) -> None:
+    """The stop record goes to stderr too when the sink kept records back:
+    whoever watches the journal still sees how the run ended."""
+    undelivered = getattr(sink, "undelivered", None)
+    stop = getattr(pipe, "stop_record", None) if pipe is not None else None
+    if undelivered is None or stop is None or not undelivered():
+        return
+    import orjson
+
+    _warn("connscope: kafka: not everything was delivered before the stop; the rest stays in the spool for "
+          "the next start. The stop record: " + orjson.dumps(stop).decode())

@@ -9,10 +9,11 @@ directory, metrics address) are listed as needing a restart.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from ..config.load import changes, needs_restart, section_fields
 from ..config.model import SECTIONS, Config
-from .assemble import event_filter, open_sink
+from .assemble import event_filter, open_sink, spool_dir
 
 
 def apply(daemon, old: Config, new: Config) -> dict:
@@ -30,6 +31,8 @@ def apply(daemon, old: Config, new: Config) -> dict:
         except Exception:
             pipe.emitter.sink = open_sink(old)  # keep delivering with what worked
             raise
+        if old.agent.output == "kafka" and new.agent.output != "kafka":
+            _left_in_spool(spool_dir(old), new.agent.output)
     pipe.filter = event_filter(new)
     pipe.connections = new.agent.connections
     pipe.diagnoser.t = new.diagnosis_thresholds()
@@ -58,3 +61,13 @@ def running(old: Config, new: Config) -> Config:
                 source[key] = old.source[key]
         sections[table] = dataclasses.replace(getattr(new, table), **kept)
     return dataclasses.replace(new, source=source, **sections)
+
+
+def _left_in_spool(directory: str, output: str) -> None:
+    """One line when output leaves Kafka: the closing sink delivered what it
+    could within kafka.flush_timeout_s; the rest stays for the next Kafka run."""
+    from ..sinks.kafka.waiting import describe
+
+    left = describe(directory)
+    what = left or "every record was delivered to Kafka before the switch"
+    print(f"connscope: output switched from kafka to {output}: {what}", file=sys.stderr, flush=True)

@@ -126,6 +126,9 @@ class Delivery:
         self._synced = time.monotonic()
         self._dropping = False
         self._warned: tuple[str, float] | None = None
+        self.failing_since: float | None = None  # monotonic: when delivery last stopped working
+        self._next_report = 0.0
+        self._replay: tuple[int, float] | None = None  # (replayed count, time) when delivery came back
         self._log_mark = time.time()  # kafka-python's messages before this are about older trouble
         self._progress_at = time.monotonic()  # the producer last resolved a record (or got its first)
         conf = settings.producer_config()
@@ -166,6 +169,10 @@ class Delivery:
         self.last_error = msg
         was, self.healthy = self.healthy, False
         now = time.monotonic()
+        if was:
+            self.failing_since = now
+            self._next_report = now + self.settings.trouble_report_s
+            self._replay = None
         self._probe_at = now + self._backoff
         self._backoff = min(self._backoff * 2, PROBE_BACKOFF[1])
         if was or self._warned is None or self._warned[0] != msg and now - self._warned[1] > 60:
@@ -177,8 +184,38 @@ class Delivery:
             self.healthy = True
             self._backoff = PROBE_BACKOFF[0]
             self._log_mark = time.time()
+            now = time.monotonic()
+            failed_for = now - self.failing_since if self.failing_since is not None else 0.0
+            self.failing_since = None
             waiting = self.retry.spool.size_bytes + self.backlog.spool.size_bytes
-            self.warn(f"connscope: kafka: delivering again; replaying {waiting} spooled bytes")
+            self.warn(f"connscope: kafka: delivering again after {_duration(failed_for)} of failures; "
+                      f"replaying {waiting} spooled bytes")
+            self._replay = (self.c.replayed, now)
+
+    def health_line(self) -> str | None:
+        """While delivery fails: for how long, how full the spool is, the last
+        error and its fix; None while it works."""
+        if self.failing_since is None:
+            return None
+        size, limit = self.spool_bytes(), self.settings.spool_max_bytes
+        error = (self.last_error or "unknown error").removeprefix("kafka: ")
+        fix = "" if "(fix:" in error else " (fix: check the brokers and kafka.bootstrap)"
+        return (f"kafka: delivery failing for {_duration(time.monotonic() - self.failing_since)}; spool "
+                f"{_mib(size)} of {_mib(limit)} ({100 * size / limit:.1f}%) in {self.spool_dir}; "
+                f"last error: {error}{fix}")
+
+    def _report(self) -> None:
+        """A line every trouble_report_s while delivery fails, and one when a
+        replay after recovery is done (the journal shows both)."""
+        now = time.monotonic()
+        if self.failing_since is not None and now >= self._next_report:
+            self._next_report = now + self.settings.trouble_report_s
+            self.warn(f"connscope: {self.health_line()}")
+        if self._replay is not None and self.healthy and not self._unread() and not self._replays_inflight:
+            count, since = self._replay
+            self._replay = None
+            self.warn(f"connscope: kafka: replay done: {self.c.replayed - count} spooled records delivered "
+                      f"in {_duration(now - since)}")
 
     def spool_bytes(self) -> int:
         return self.retry.spool.size_bytes + self.backlog.spool.size_bytes
@@ -391,6 +428,7 @@ class Delivery:
         if self._dirty and time.monotonic() - self._synced >= SYNC_EVERY_S:
             self.sync()
         self._replace_if_wedged()
+        self._report()
 
     def _replace_if_wedged(self) -> None:
         """kafka-python 3.0.12 can wedge after all brokers were away for longer
@@ -447,6 +485,15 @@ class Delivery:
             close_now(self.producer)  # what it still holds is spooled already
         for src in (self.retry, self.backlog):
             src.spool.close()
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 def close_now(producer, join_s: float = 5.0) -> None:

@@ -97,6 +97,9 @@ class KafkaSettings:
     spool_max_bytes: int = _key(
         "bytes the on-disk spool may hold while brokers are unreachable; beyond that records are dropped "
         "and counted in a lost record", minimum=4096, default=1 << 30)
+    trouble_report_s: float = _key("seconds between the stderr lines (the journal) that say delivery is still "
+                                   "failing: for how long, the spool's fill and the last error", minimum=1.0,
+                                   default=60.0)
     flush_timeout_s: float = _key("seconds a stop waits for the brokers to acknowledge what is in flight; "
                                   "the rest stays in the spool for the next start", minimum=0.1, default=10.0)
 

@@ -121,8 +121,13 @@ class KafkaSink:
             state=("closed" if d.closed else "connecting" if d.producer is None
                    else "delivering" if d.healthy else "spooling"),
             last_error=d.last_error,
+            trouble=d.health_line(),
         )
         return out
+
+    def undelivered(self) -> bool:
+        """After close(): did anything stay behind in the spool?"""
+        return self.delivery.spool_bytes() > 0 or not self.delivery.healthy
 
     def _check(self) -> None:
         if self._error is not None:
