@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +14,11 @@ from ..schema import assert_valid
 from .container import Container
 from .unitfile import cap_mask, is_root, unit_caps
 
+REPO = Path(__file__).resolve().parents[2]
+
 pytestmark = [
     pytest.mark.skipif(not is_root(), reason="needs root (containers, eBPF)"),
-    pytest.mark.timeout(300),
+    pytest.mark.timeout(600),  # the container boot alone may take minutes on a loaded machine
 ]
 
 PYTHON = "/usr/bin/python3"
@@ -110,3 +113,25 @@ def test_the_installed_unit_runs_the_agent_under_systemd(installed_root, contain
     assert (end["ActiveState"], end["Result"], end["ExecMainStatus"]) == ("inactive", "success", "0")
     assert [r["event"] for r in _records(c) if r["type"] == "agent" and r["event"] in ("start", "stop")][-2:] == \
         ["start", "stop"]
+
+    # The Kafka password as a systemd credential (systemd/dropins/kafka-sasl-credential.conf):
+    # the unit shows it, and the agent, run as systemd runs it with that
+    # credential and nothing else, has a password it never prints.
+    secret = "cred-5f2a9c1e7b"
+    dropin = REPO / "systemd/dropins/kafka-sasl-credential.conf"
+    c.write("/etc/systemd/system/connscope.service.d/kafka-sasl-credential.conf", dropin.read_text())
+    c.write("/etc/connscope/kafka_sasl_password", secret + "\n")
+    c.run("chmod", "0600", "/etc/connscope/kafka_sasl_password")
+    c.run("systemctl", "daemon-reload")
+    [cred] = [ln.split("=", 1)[1] for ln in open(dropin) if ln.startswith("LoadCredential=")]
+    # (systemd 252's `show` prints this property as [unprintable])
+    assert f"LoadCredential={cred.strip()}" in c.run("systemctl", "cat", "connscope").stdout
+    exe = next(ln.split("=", 1)[1].split()[0] for ln in unit.read_text().splitlines() if ln.startswith("ExecStart="))
+    env = [f"-E{k}={v}" for k, v in (("CONNSCOPE_AGENT_OUTPUT", "kafka"), ("CONNSCOPE_KAFKA_BOOTSTRAP", "127.0.0.1:9"),
+                                     ("CONNSCOPE_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+                                     ("CONNSCOPE_KAFKA_SASL_MECHANISM", "PLAIN"),
+                                     ("CONNSCOPE_KAFKA_SASL_USERNAME", "agent"))]
+    shown = c.run("systemd-run", "--wait", "--pipe", "--quiet", "-p", f"LoadCredential={cred.strip()}",
+                  "-p", "User=connscope", *env, exe, "run", "--config", "/dev/null", "--print-config", timeout=120)
+    assert json.loads(shown.stdout)["kafka"]["sasl_password"] == "********"
+    assert secret not in shown.stdout + shown.stderr
