@@ -11,6 +11,7 @@ from netlab import NetPair, json_lines, pick_port, wait_json_line
 
 from ..agentrun import AgentRun, REPO, connscope_argv, is_root, probed_method
 from ..kernel.conftest import Lab
+from ..tmux import Terminal, needs_tmux
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
 
@@ -220,40 +221,25 @@ def test_top_without_a_terminal_prints_one_snapshot_per_interval(netpair, peer_c
 
 
 @needs_root
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (scripts/setup.sh installs it)")
+@needs_tmux
 @pytest.mark.parametrize("width", [80, 200])
 def test_trace_table_in_a_terminal_never_wraps(netpair, peer_cmd, width):
-    import time
-
     lab = Lab(netpair, peer_cmd, "ipv4")
     port = pick_port()
     lab.server(port, "close", "cs-srv")
-    session = f"cstrace{port}"
-    cmd = " ".join(connscope_argv("trace", "--duration", "60", "--port", str(port)))
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", "50", "-c", str(REPO), cmd],
-                   check=True)
 
-    def screen() -> list[str]:  # -J joins what the terminal wrapped: a wrap shows as a longer line
-        out = subprocess.run(["tmux", "capture-pane", "-p", "-J", "-t", session], capture_output=True, text=True,
-                             check=True).stdout
-        return [l.rstrip() for l in out.splitlines() if l.strip()]
+    def lines(screen: str) -> list[str]:
+        return [l.rstrip() for l in screen.splitlines() if l.strip()]
 
-    def wait(pred, what):
-        deadline = time.monotonic() + 60
-        while not pred(screen()):
-            assert time.monotonic() < deadline, f"{what}: {screen()}"
-            time.sleep(0.1)
-
-    try:
-        wait(lambda s: any(l.startswith("-- agent start") for l in s), "no start banner")
+    with Terminal(connscope_argv("trace", "--duration", "60", "--port", str(port)), width=width, height=50) as term:
+        term.wait(lambda s: any(l.startswith("-- agent start") for l in lines(s)), 60, "no start banner")
         [c] = lab.client(port, "--close-first", comm="cs-a")
-        wait(lambda s: any(" close " in l or " close" in l for l in s if f"{c['pid']}" in l), "no close row")
-        lines = screen()
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
-    assert all(len(l) <= width for l in lines), [l for l in lines if len(l) > width]
-    head = next(l for l in lines if l.startswith("TIME")).split()
+        # joined: what the terminal wrapped shows as one line wider than it
+        shown = lines(term.wait(lambda s: any(" close" in l and f" {c['pid']} " in l for l in lines(s)), 60,
+                                "no close row", joined=True))
+    assert all(len(l) <= width for l in shown), [l for l in shown if len(l) > width]
+    head = next(l for l in shown if l.startswith("TIME")).split()
     assert head[-3:] in (["CONNECT", "LIFETIME", "RETR"], ["RESULT", "CONNECT", "LIFETIME"])
-    conn = next(l.split() for l in lines if f" {c['pid']} " in l and l.split()[1].startswith("conn"))
+    conn = next(l.split() for l in shown if f" {c['pid']} " in l and l.split()[1].startswith("conn"))
     assert conn[head.index("CONNECT")].endswith("ms") and conn[head.index("LIFETIME")] == "-"
-    assert any(l.startswith("   ") for l in lines) or width >= 200  # the banner wraps with an indent at 80
+    assert any(l.startswith("   ") for l in shown) or width >= 200  # the banner wraps with an indent at 80

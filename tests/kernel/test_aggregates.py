@@ -1,6 +1,5 @@
 """Window summaries and diagnoses from real traffic in namespaces."""
 
-import shutil
 import subprocess
 import time
 
@@ -8,7 +7,8 @@ import pytest
 
 from netlab import pick_port
 
-from ..agentrun import AgentRun, REPO, connscope_argv, is_root, skipped_runs
+from ..agentrun import AgentRun, connscope_argv, is_root, skipped_runs
+from ..tmux import Terminal, needs_tmux
 from .conftest import Lab
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
@@ -101,26 +101,23 @@ def test_failures_are_counted_per_process_and_errno_with_hints(summaries, netpai
         assert sum(r["connects_ok"] for r in _of(summaries, pid)) == 0
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (scripts/setup.sh installs it)")
+def _row(screen: str, comm: str) -> list[str] | None:
+    return next((ln.split() for ln in screen.splitlines() if len(ln.split()) > 2 and ln.split()[1] == comm), None)
+
+
+@needs_tmux
 def test_top_in_a_terminal_shows_the_churning_process_first(netpair, peer_cmd):
     lab = Lab(netpair, peer_cmd, "ipv4")
     port = pick_port()
     lab.server(port, "close")
-    session = f"cstop{port}"
-    cmd = " ".join(connscope_argv("top", "--interval", "1", "--duration", "20"))
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "40", "-c", str(REPO), cmd],
-                   check=True)
-    try:
-        _wait_screen(session, lambda s: "connscope top" in s, 60, "no screen after start-up")
+    with Terminal(connscope_argv("top", "--interval", "1", "--duration", "20")) as term:
+        term.wait(lambda s: "connscope top" in s, 60, "no screen after start-up")
         slow = lab.pair.popen(lab.pair.client_ns, peer_cmd("client", "--addr", lab.server_addr, "--port", port,
                                                            "--comm", "cs-slow", "--count", 12, "--interval", 0.5,
                                                            "--close-first"))
         lab.client(port, "--count", 150, "--interval", 0.02, "--close-first", comm="cs-churn")
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
-                                check=True).stdout
+        screen = term.screen()
         slow.wait(30)
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     lines = [l for l in screen.splitlines() if l.strip()]
     assert lines[0].startswith("connscope top") and "sorted by churn" in lines[0], screen
     assert lines[1].split()[:4] == ["PID", "COMM", "CONN/s", "ACC/s"], screen
@@ -128,48 +125,22 @@ def test_top_in_a_terminal_shows_the_churning_process_first(netpair, peer_cmd):
     assert "cs-slow" in screen
 
 
-def _screen(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
-                          check=True).stdout
-
-
-def _wait_screen(session: str, pred, timeout: float, what: str) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        screen = _screen(session)
-        if pred(screen):
-            return screen
-        assert time.monotonic() < deadline, f"{what}: {screen}"
-        time.sleep(0.1)
-
-
-def _row(screen: str, comm: str) -> list[str] | None:
-    return next((ln.split() for ln in screen.splitlines() if len(ln.split()) > 2 and ln.split()[1] == comm), None)
-
-
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (scripts/setup.sh installs it)")
+@needs_tmux
 def test_top_keeps_drawing_after_a_churning_client_stops(netpair, peer_cmd):
     """The screen froze on the last busy interval: now the process drops to
     zero within two intervals and the clock goes on."""
     lab = Lab(netpair, peer_cmd, "ipv4")
     port = pick_port()
     lab.server(port, "close")
-    session = f"cstop{port}"
-    cmd = " ".join(connscope_argv("top", "--interval", "1", "--duration", "60"))
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "40", "-c", str(REPO), cmd],
-                   check=True)
-    try:
-        _wait_screen(session, lambda s: "connscope top" in s, 60, "no screen after start-up")
+    with Terminal(connscope_argv("top", "--interval", "1", "--duration", "60")) as term:
+        term.wait(lambda s: "connscope top" in s, 60, "no screen after start-up")
         lab.client(port, "--count", 80, "--interval", 0.02, "--close-first", comm="cs-churn")
         stopped = time.time()
-        _wait_screen(session, lambda s: (_row(s, "cs-churn") or ["", "", "0"])[2] != "0.0", 10,
-                     "the churning client never showed")
-        zero = _wait_screen(session, lambda s: (_row(s, "cs-churn") or ["", "", ""])[2] == "0.0", 10,
-                            "the stopped client never dropped to zero")
+        term.wait(lambda s: (_row(s, "cs-churn") or ["", "", "0"])[2] != "0.0", 10, "the churning client never showed")
+        zero = term.wait(lambda s: (_row(s, "cs-churn") or ["", "", ""])[2] == "0.0", 10,
+                         "the stopped client never dropped to zero")
         clock = zero.splitlines()[0].split(" - ")[1]
-        later = _wait_screen(session, lambda s: s.splitlines()[0].split(" - ")[1] != clock, 5, "the clock stopped")
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        later = term.wait(lambda s: s.splitlines()[0].split(" - ")[1] != clock, 5, "the clock stopped")
     # the zero screen is the interval's own: at most two intervals (plus the
     # second the clock rounds down) after the client's last connection
     h, m, sec = map(int, clock.split(":"))
