@@ -9,6 +9,12 @@
  * their pre-TCP failures are not reported.
  */
 
+/* A file descriptor of a process: (tgid << 32) | fd. */
+static __always_inline u64 fd_key(u64 pid_tgid, u32 fd)
+{
+	return (pid_tgid & 0xffffffff00000000ULL) | fd;
+}
+
 struct sockaddr_in_u {
 	u16 family;
 	u16 port; /* network order */
@@ -22,7 +28,8 @@ struct sockaddr_in6_u {
 	u8 addr[16];
 };
 
-#if HAVE_CONNECT_SYSCALL && HAVE_SO_ERROR_SYSCALL
+/* (guards name their own hook's flag first: agent/kernel/culprit.py blames it) */
+#if HAVE_SO_ERROR_SYSCALL && HAVE_CONNECT_SYSCALL
 /* A non-blocking connect in progress, by (tgid << 32) | fd: which socket
  * a later getsockopt(SO_ERROR) on that fd asks about. start_ns tells a
  * reused fd or socket address apart. */
@@ -37,7 +44,7 @@ static __always_inline void connecting_fd_add(u64 id, struct connect_call *call,
 	struct conn_record *st = socks.lookup(&sk);
 	if (!st)
 		return;
-	u64 key = (id & 0xffffffff00000000ULL) | call->fd;
+	u64 key = fd_key(id, call->fd);
 	struct connecting_fd c = {.sk = sk, .start_ns = st->start_ns};
 	connecting_fds.update(&key, &c);
 }
@@ -76,7 +83,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
 	if (!c)
 		return 0;
 	u64 optval = c->optval;
-	u64 key = (id & 0xffffffff00000000ULL) | c->fd;
+	u64 key = fd_key(id, c->fd);
 	so_error_calls.delete(&tid);
 	int val = 0;
 	if (args->ret != 0 || bpf_probe_read_user(&val, sizeof(val), (void *)optval) != 0 || val <= 0)
@@ -91,7 +98,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
 	connecting_fds.delete(&key);
 	return 0;
 }
-#endif /* HAVE_CONNECT_SYSCALL && HAVE_SO_ERROR_SYSCALL */
+#endif /* HAVE_SO_ERROR_SYSCALL && HAVE_CONNECT_SYSCALL */
 
 #if HAVE_CONNECT_SYSCALL
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
@@ -150,7 +157,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 		goto out;
 	}
 
-	u64 fdkey = (id & 0xffffffff00000000ULL) | call->fd;
+	u64 fdkey = fd_key(id, call->fd);
 	u8 *is_tcp = tcp_fds.lookup(&fdkey);
 	if (!is_tcp || !*is_tcp)
 		goto out;
@@ -197,7 +204,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
 	if (fd >= 0) {
 		/* written for every new socket, so a reused fd number is
 		 * overwritten with the truth */
-		u64 key = (id & 0xffffffff00000000ULL) | (u32)fd;
+		u64 key = fd_key(id, (u32)fd);
 		u8 v = *is_tcp;
 		tcp_fds.update(&key, &v);
 	}

@@ -101,7 +101,9 @@ def guards_at(text: str, line: int) -> list[str]:
 
 
 def guarding_flag(text: str, line: int, flags: Iterable[str]) -> str | None:
-    """The innermost of `flags` that a guard around `line` names."""
+    """The innermost of `flags` that a guard around `line` names; in a guard
+    that names several (`#if HAVE_SO_ERROR_SYSCALL && HAVE_CONNECT_SYSCALL`),
+    the first: bpf/ names the hook that owns the code first."""
     wanted = set(flags)
     for cond in reversed(guards_at(text, line)):
         for word in _WORD.findall(cond):

@@ -160,8 +160,9 @@ class Tracer:
         d = bpf_dir()
         return {name: (d / name).read_text() for name in SOURCES}
 
-    def _text(self) -> str:
-        return "".join(culprit.line_markers(name, text) for name, text in self._sources().items())
+    @staticmethod
+    def _text(sources: dict[str, str]) -> str:
+        return "".join(culprit.line_markers(name, text) for name, text in sources.items())
 
     def _load(self):
         # Each failure moves one hook to its next method, so the number of
@@ -172,7 +173,7 @@ class Tracer:
             sources = self._sources()
             with _stderr_captured() as diag:
                 try:
-                    bpf = BPF(text=self._text(), cflags=self._cflags())
+                    bpf = BPF(text=self._text(sources), cflags=self._cflags())
                     try:
                         self._attach_backups(bpf)
                     except Exception:

@@ -69,3 +69,8 @@ def test_a_load_failure_names_its_program_by_message_or_by_bccs_frame():
         attach_kfunc()
     except Exception as err:
         assert culprit.failed_program(err) == "kfunc__vmlinux__tcp_sendmsg"
+
+
+def test_a_guard_naming_two_hooks_blames_the_first():
+    text = "#if HAVE_SO_ERROR_SYSCALL && HAVE_CONNECT_SYSCALL\nbroken;\n#endif\n"
+    assert culprit.guarding_flag(text, 2, {"HAVE_CONNECT_SYSCALL", "HAVE_SO_ERROR_SYSCALL"}) == "HAVE_SO_ERROR_SYSCALL"
