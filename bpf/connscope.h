@@ -40,6 +40,13 @@
 #define F_CLOSING 0x20     /* reached CLOSE; waiting for the errno, if any */
 #define F_INCOMPLETE 0x40  /* the kernel skipped one of this socket's events */
 
+/* Attach methods: the value of a hook's -D flag (HAVE_*, CONNECT_HOOK) when
+ * the loader chose that method for it (agent/kernel/hooks.py); 0 = none. */
+#define HOOK_FENTRY 1
+#define HOOK_KPROBE 2
+#define HOOK_TRACEPOINT 3
+#define HOOK_RAW_TP 4 /* raw tracepoint: its own recursion guard, not the shared one */
+
 /* Indexes of the per-CPU counters map (counters). */
 #define CNT_EMITTED 0        /* records handed to the ring/perf buffer */
 #define CNT_LOST_RINGBUF 1   /* records dropped: buffer full */

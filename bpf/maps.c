@@ -22,7 +22,7 @@
 #endif
 
 /* Hooks the loader chose on this kernel (agent/kernel/hooks.py): 0 for
- * none, else the method (HOOK_* below); 1 means the tracepoint. */
+ * none, else the method (HOOK_* in connscope.h). */
 #ifndef HAVE_LIFECYCLE
 #define HAVE_LIFECYCLE 1
 #endif
@@ -57,10 +57,6 @@
 #define HAVE_SO_ERROR_SYSCALL 1
 #endif
 
-#define HOOK_FENTRY 1
-#define HOOK_KPROBE 2
-#define HOOK_TRACEPOINT 3
-#define HOOK_RAW_TP 4 /* raw tracepoint: its own recursion guard, not the shared one */
 #ifndef CONNECT_HOOK
 #define CONNECT_HOOK HOOK_TRACEPOINT
 #endif

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..decode.layout import HOOK_FENTRY, HOOK_KPROBE, HOOK_RAW_TP, HOOK_TRACEPOINT
 from . import features, sock_fields
 from .features import Probe
 
@@ -59,7 +60,6 @@ def _tp(category: str, *names: str) -> Callable[[], Probe]:
     return probe
 
 
-HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT, HOOK_RAW_TP = 1, 2, 3, 4  # bpf/maps.c
 
 
 def _tp_method(category: str, *names: str, define: str) -> Method:
