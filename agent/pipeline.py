@@ -4,8 +4,9 @@ Two threads. The reader polls the tracer, whose callback only decodes and
 queues, and hands batches to a bounded queue; it never waits on the sink,
 so a slow sink fills the user queue (counted as `lost`, stage "queue")
 before it can back up into the kernel buffer. The window aggregator also
-runs on the reader, on every event before filters and the queue, so its
-counts do not depend on what the sink keeps up with. The writer builds records,
+runs on the reader, on every event that passes the filters, before sampling
+and the queue, so its counts do not depend on what the sink keeps up with;
+a filtered agent summarises only what it was asked to report. The writer builds records,
 numbers them (`seq`) and writes them. Kernel-side drops are read from the
 kernel's counters every second and reported as `lost`, stage "kernel".
 """
@@ -91,7 +92,7 @@ class Pipeline:
         self.failures_always = failures_always  # failures even when connections is off
         # Overload sampling (agent/service/overload.py sets it): keep one in N
         # per-connection records that are not failures; summaries stay exact
-        # because the aggregator sees every event before this.
+        # because the aggregator sees every (filtered) event before this.
         self.keep_one_in = 1
         self.sampled_out = 0
         self._sample_tick = 0

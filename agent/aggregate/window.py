@@ -1,7 +1,8 @@
 """Windowed per-process and per-destination aggregates of connection events.
 
-Fed every decoded event on the reader thread, before filters, sampling and
-the bounded queue, so a slow sink cannot make the counts drift; kernel-side
+Fed every decoded event that passes the filters, on the reader thread,
+before sampling and the bounded queue, so a slow sink cannot make the
+counts drift; kernel-side
 losses in a window are carried in its summaries (`kernel_lost`), so a
 consumer knows when a count may be short.
 

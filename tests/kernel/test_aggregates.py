@@ -1,5 +1,7 @@
 """Window summaries and diagnoses from real traffic in namespaces."""
 
+import os
+import socket
 import subprocess
 import time
 
@@ -313,3 +315,24 @@ def test_summary_counts_stay_exact_when_the_buffer_drops_records(netpair, peer_c
     if skipped == 0:
         assert totals == [n] * 4
     assert all(r["counts_from"] == "kernel" for r in recs if r["type"] == "summary")
+
+
+def test_summaries_count_only_what_the_filters_let_through():
+    """Filters apply before aggregation (README "Summaries"): with --port P a
+    process's summary counts its connections to P, not those to another port."""
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    kept, other = (ls.getsockname()[1] for ls in listeners)
+    try:
+        with AgentRun("--summary", "--window", "1", "--port", str(kept)) as run:
+            for port, n in ((kept, 3), (other, 2)):
+                for _ in range(n):
+                    socket.create_connection(("127.0.0.1", port)).close()
+                    listeners[port == other].accept()[0].close()
+            me = os.getpid()
+            run.wait_for(lambda r: r["type"] == "summary" and r["pid"] == me and r["connects_ok"] > 0)
+            recs = run.stop()
+    finally:
+        for ls in listeners:
+            ls.close()
+    mine = [r for r in recs if r["type"] == "summary" and r["pid"] == me]
+    assert sum(r["connects_ok"] for r in mine) == 3 and sum(r["accepts"] for r in mine) == 3, mine
