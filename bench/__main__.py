@@ -1,6 +1,6 @@
 """connscope's benchmark: connection churn with and without tracers, side by side.
 
-    sudo ./bench/run.sh [--quick] [--rounds N] [--configs a,b] [--no-profile] [--no-write]
+    ./bench/run.sh [--quick] [--rounds N] [--configs a,b] [--no-profile] [--no-write]
     ./bench/run.sh --from-json bench/results/results.json   # re-render only
 
 Runs every configuration (bare, connscope service mode, connscope
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             prof = profile.run(lab, service, args.quick, PORT_BASE + 10 * (n % 800))
     data = {
         "machine": _machine(),
-        "command": "sudo ./bench/run.sh" + ("".join(" " + shlex.quote(a) for a in
+        "command": "./bench/run.sh" + ("".join(" " + shlex.quote(a) for a in
                                                    (sys.argv[1:] if argv is None else argv))),
         "service_args": service,
         "rounds": rounds,

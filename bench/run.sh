@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # connscope benchmark, the one command (as root, from a checkout):
 #
-#   sudo ./bench/run.sh            # full run: about 6.5 minutes on 2 cores
-#   sudo ./bench/run.sh --quick    # short phases, one round (development)
+#   ./bench/run.sh            # (as root) full run: about 6.5 minutes on 2 cores
+#   ./bench/run.sh --quick    # short phases, one round (development)
 #
 # Sets up the machine (scripts/setup.sh), installs what only the bench needs
 # (a C compiler for the churn generator, BCC's tools, the `bench` Python

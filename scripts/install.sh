@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install connscope as a systemd service (see README "Running as a service"):
 #
-#   sudo ./scripts/install.sh [--start]
+#   ./scripts/install.sh [--start]     (as root)
 #
 # - a venv at /opt/connscope/venv made from /usr/bin/python3
 #   --system-site-packages (so `import bcc` is Debian's python3-bpfcc), with

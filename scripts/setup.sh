@@ -2,7 +2,7 @@
 # connscope set-up for a Debian (bookworm) host: apt packages, kernel headers
 # for BCC, tracefs, and the project venv at $REPO/.venv.
 #
-#   sudo ./scripts/setup.sh
+#   ./scripts/setup.sh      (as root)
 #
 # Idempotent and fast (well under 2 s) when everything is already in place:
 # every step checks before it acts. All output goes to stderr (stdout stays
