@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 
 
 
@@ -37,6 +38,25 @@ def cgroup_id(pid: int) -> int:
 
 @functools.cache
 def _cgroup2_mount() -> tuple[str, str] | None:
-    from .enrich.cgroups import find_cgroup2  # mounts do not move under a running agent
+    return find_cgroup2()  # mounts do not move under a running agent
 
-    return find_cgroup2()
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def find_cgroup2(mountinfo: str | None = None) -> tuple[str, str] | None:
+    """(mount point, hierarchy path it shows) of the cgroup2 mount, from
+    /proc/self/mountinfo: /sys/fs/cgroup/unified on hybrid hosts,
+    /sys/fs/cgroup on unified ones, anything elsewhere. A mount of the whole
+    hierarchy (root "/") is preferred over a bind mount of a subtree."""
+    if mountinfo is None:
+        mountinfo = read("/proc/self/mountinfo") or ""
+    found = []
+    for line in mountinfo.splitlines():
+        head, sep, tail = line.partition(" - ")
+        fields = head.split()
+        if sep and len(fields) >= 5 and tail.split()[:1] == ["cgroup2"]:
+            found.append((_unescape(fields[4]), _unescape(fields[3])))
+    return min(found, key=lambda m: m[1] != "/", default=None)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..decode import layout as L
 from ..decode.events import ConnEvent
-from ..records.build import addr_text, comm_text, error_name
+from ..decode.text import addr_text, comm_text, error_name
 from . import sketch
 
 

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from .. import procfs
+from ..procfs import find_cgroup2  # noqa: F401  (re-exported: agent.enrich.find_cgroup2)
 
 FIELDS = ("unit", "container_id", "runtime", "pod_uid")
 
@@ -65,27 +66,6 @@ def describe(path: str | None) -> dict:
     if in_kube and out["runtime"] is None and out["pod_uid"] is not None:
         out["runtime"] = "kubepods"
     return out
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def find_cgroup2(mountinfo: str | None = None) -> tuple[str, str] | None:
-    """(mount point, hierarchy path it shows) of the cgroup2 mount, from
-    /proc/self/mountinfo: /sys/fs/cgroup/unified on hybrid hosts,
-    /sys/fs/cgroup on unified ones, anything elsewhere. A mount of the whole
-    hierarchy (root "/") is preferred over a bind mount of a subtree."""
-    if mountinfo is None:
-        mountinfo = procfs.read("/proc/self/mountinfo") or ""
-    found = []
-    for line in mountinfo.splitlines():
-        head, sep, tail = line.partition(" - ")
-        fields = head.split()
-        if sep and len(fields) >= 5 and tail.split()[:1] == ["cgroup2"]:
-            found.append((_unescape(fields[4]), _unescape(fields[3])))
-    return min(found, key=lambda m: m[1] != "/", default=None)
 
 
 class CgroupResolver:

@@ -69,7 +69,7 @@ def _btf() -> Item:
 
 
 def _cgroup2() -> Item:
-    from ..enrich.cgroups import find_cgroup2
+    from ..procfs import find_cgroup2
     root = find_cgroup2()
     if root:
         return Item("cgroup2", True, f"{root[0]} (cgroup and unit names)", required=False)

@@ -6,14 +6,13 @@ Field names here are a public contract: add fields, never rename one.
 
 from __future__ import annotations
 
-import errno as errno_mod
-import functools
 import os
 import socket
 import uuid
 
 from ..decode import layout as L
 from ..decode.events import ConnEvent
+from ..decode.text import ABORTED, addr_text, comm_text, error_name, format_addr  # noqa: F401  (format_addr: API)
 from ..procfs import cgroup_id
 from .clock import WallClock
 
@@ -30,35 +29,6 @@ CLOSED_BY = {L.CLOSED_BY_NONE: "local", L.CLOSED_BY_LOCAL: "local", L.CLOSED_BY_
 DIRECTION = {L.DIR_OUTBOUND: "outbound", L.DIR_INBOUND: "inbound"}
 FAMILY = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 RECORD_TYPES = {L.EV_CONNECT: "connect", L.EV_ACCEPT: "accept", L.EV_CLOSE: "close"}
-# A connect the application abandoned (closed the socket in SYN_SENT) has
-# no errno; it is reported with this symbolic error and errno 0.
-ABORTED = "ABORTED"
-
-
-def error_name(err: int) -> str:
-    return errno_mod.errorcode.get(err, f"E{err}")
-
-
-def format_addr(family: int, raw: bytes) -> str:
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    return socket.inet_ntop(socket.AF_INET6, raw)
-
-
-# Every event is turned into text on the reader (aggregates) or the writer
-# (records): made once per distinct comm and address, not once per event.
-@functools.lru_cache(maxsize=65536)
-def comm_text(raw: bytes) -> str:
-    """A NUL-padded kernel comm as text."""
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-@functools.lru_cache(maxsize=65536)
-def addr_text(family: int, raw: bytes) -> str:
-    """format_addr, remembered."""
-    return format_addr(family, raw)
-
-
 def _us(end_ns: int, start_ns: int) -> int | None:
     if not end_ns or not start_ns or end_ns < start_ns:
         return None
