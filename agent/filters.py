@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass, field
 
 from .decode import layout as L
-from .decode.events import ConnEvent
+from .decode.events import ConnEvent, connect_failed
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class EventFilter:
 def is_failure(ev: ConnEvent) -> bool:
     """A failed attempt, or a connection that ended abnormally (errno or RST)."""
     if ev.type == L.EV_CONNECT:
-        return bool(ev.err) or bool(ev.flags & L.F_ABORTED)
+        return connect_failed(ev)
     if ev.type == L.EV_CLOSE:
         return bool(ev.err) or ev.closed_by == L.CLOSED_BY_RESET
     return False

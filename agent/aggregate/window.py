@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..decode import layout as L
-from ..decode.events import ConnEvent
+from ..decode.events import ConnEvent, connect_failed
 from ..decode.text import addr_text, comm_text, error_name
 from . import sketch
 
@@ -97,7 +97,7 @@ class WindowAggregator:
         # merge of its destinations' at close (one sketch insert, not two).
         self._count(p, ev, False)
         self._count(d, ev, True)
-        if ev.type == L.EV_CONNECT and not (ev.err or ev.flags & L.F_ABORTED):
+        if ev.type == L.EV_CONNECT and not connect_failed(ev):
             lat = (ev.established_ns - ev.start_ns) // 1000 if ev.start_ns and ev.established_ns else None
             if lat is not None:
                 p.latency_max_us = max(p.latency_max_us, lat)
@@ -110,7 +110,7 @@ class WindowAggregator:
 
     def _count(self, s: DestStats, ev: ConnEvent, sketches: bool) -> None:
         if ev.type == L.EV_CONNECT:
-            if ev.err or ev.flags & L.F_ABORTED:
+            if connect_failed(ev):
                 s.connects_failed += 1
                 s.failures[error_name(ev.err) if ev.err else "ABORTED"] += 1
             else:

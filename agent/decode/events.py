@@ -108,3 +108,11 @@ def decode_state(raw: bytes | memoryview) -> ConnEvent:
 def encode(ev: ConnEvent) -> bytes:
     """The inverse of decode, for tests and replay tools."""
     return _STRUCT.pack(*(getattr(ev, n) for n in _NAMES))
+
+
+def connect_failed(ev: "ConnEvent") -> bool:
+    """The one definition of a failed connect attempt on the Python side: an
+    errno, or abandoned by the application during the handshake (F_ABORTED,
+    no errno). Its C twin is resolve() in bpf/maps.c, which sets F_ABORTED."""
+    return bool(ev.err) or bool(ev.flags & layout.F_ABORTED)
+

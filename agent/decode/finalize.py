@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import layout as L
-from .events import ConnEvent
+from .events import ConnEvent, connect_failed
 
 
 def finalize(state: ConnEvent, now_ns: int) -> ConnEvent:
@@ -38,7 +38,7 @@ def count_keys(ev: ConnEvent) -> list[tuple[int, int, int]]:
     """The per-process count keys (pid, kind, err) of a record: the twin of
     count_record() in bpf/maps.c, for records emitted from user space."""
     if ev.type == L.EV_CONNECT:
-        if ev.err or ev.flags & L.F_ABORTED:
+        if connect_failed(ev):
             return [(ev.pid, L.PC_CONNECT_FAILED, ev.err & 0xFFFF)]
         return [(ev.pid, L.PC_CONNECT_OK, 0)]
     if ev.type == L.EV_ACCEPT:

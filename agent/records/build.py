@@ -11,7 +11,7 @@ import socket
 import uuid
 
 from ..decode import layout as L
-from ..decode.events import ConnEvent
+from ..decode.events import ConnEvent, connect_failed
 from ..decode.text import ABORTED, addr_text, comm_text, error_name, format_addr  # noqa: F401  (format_addr: API)
 from ..procfs import cgroup_id
 from .clock import WallClock
@@ -64,7 +64,7 @@ class RecordBuilder:
         rec["dport"] = ev.dport
         rec["incomplete"] = bool(ev.flags & L.F_INCOMPLETE)
         if ev.type == L.EV_CONNECT:
-            failed = bool(ev.err) or bool(ev.flags & L.F_ABORTED)
+            failed = connect_failed(ev)
             rec["result"] = "error" if failed else "ok"
             rec["errno"] = ev.err
             rec["error"] = (error_name(ev.err) if ev.err else ABORTED) if failed else None
