@@ -66,7 +66,6 @@ mount -t sysfs sysfs $R/sys
 mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts && mount -t devpts devpts $R/dev/pts
 mount -t tmpfs -o mode=0755 tmpfs $R/run
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp
 mount -t tracefs tracefs $R/sys/kernel/tracing
 mount -t debugfs debugfs $R/sys/kernel/debug
 mount -t bpf bpf $R/sys/fs/bpf
@@ -184,10 +183,11 @@ class StockKernel:
     def run(self, script: str, timeout: float, outdir: Path | None = None, memory_mb: int = 2048) -> GuestResult:
         """Boots the kernel, runs `script` (sh) as root in the guest, powers off.
 
-        `outdir`, a host directory outside /tmp, is mounted writable at the same path in the
+        `outdir`, a host directory, is mounted writable at the same path in the
         guest. The guest is killed after `timeout` seconds (status None)."""
-        # Not under /tmp: the guest mounts its own tmpfs there.
-        with tempfile.TemporaryDirectory(prefix="connscope-guest-", dir="/var/tmp") as tmp:
+        # /tmp in the guest is the host's, through the overlay: the checkout
+        # may live there (CI clones into any folder), so no tmpfs hides it.
+        with tempfile.TemporaryDirectory(prefix="connscope-guest-") as tmp:
             work = Path(tmp)
             script_path = work / "command.sh"
             script_path.write_text(script)

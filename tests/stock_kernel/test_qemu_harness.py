@@ -11,6 +11,8 @@ from .conftest import require_guest
 from .cpio import newc_archive
 from .qemu import StockKernel
 
+REPO = Path(__file__).resolve().parents[2]
+
 pytestmark = [pytest.mark.stock_kernel, pytest.mark.timeout(300)]
 
 
@@ -27,16 +29,17 @@ def test_newc_archive_layout():
 def test_a_guest_commands_output_status_and_files_come_back():
     release = StockKernel.releases()[0]
     kernel = require_guest(release)
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # /tmp, as the checkout may be
         script = f"""
 uname -r
 printf 'tab\\there, no newline'
 echo ' to stderr' >&2
 printf 'written in the guest\\n' >{tmp}/from-guest.txt
 test -e /lib/modules/$(uname -r)/build/include/generated/autoconf.h && echo headers
+test -e {REPO}/pyproject.toml && echo checkout
 exit 7
 """
         result = kernel.run(script, timeout=120, outdir=Path(tmp))
         assert result.status == 7, result.explain()
-        assert result.output == f"{release}\ntab\there, no newline to stderr\nheaders\n", result.explain()
+        assert result.output == f"{release}\ntab\there, no newline to stderr\nheaders\ncheckout\n", result.explain()
         assert (Path(tmp) / "from-guest.txt").read_text() == "written in the guest\n"

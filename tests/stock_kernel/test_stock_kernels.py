@@ -103,7 +103,7 @@ def _collected(run: str) -> set[str]:
 
 def _boot(release: str, run: str) -> dict:
     kernel = StockKernel.find(release)
-    with tempfile.TemporaryDirectory(prefix="connscope-stock-", dir="/var/tmp") as tmp:
+    with tempfile.TemporaryDirectory(prefix="connscope-stock-") as tmp:
         out = Path(tmp)
         result = kernel.run(_guest_script(out, run, release), timeout=1200, outdir=out)
         files = {p.name: p.read_text(errors="replace") for p in out.iterdir() if p.is_file()}
