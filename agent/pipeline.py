@@ -65,6 +65,20 @@ class PipelineStats:
     sink_lost: Counter = field(default_factory=Counter)  # reason -> records the sink dropped
 
 
+@dataclass(frozen=True)
+class Policy:
+    """What the pipeline keeps. Immutable: a change (SIGHUP, overload) is a
+    new Policy given to Pipeline.set_policy, never an edit in place."""
+
+    filter: EventFilter
+    connections: bool = True  # per-connection records, or only aggregates
+    failures_always: bool = False  # failures even when connections is off
+    # Overload sampling (agent/service/overload.py): keep one in N
+    # per-connection records that are not failures; summaries stay exact
+    # because the aggregator sees every (filtered) event before sampling.
+    keep_one_in: int = 1
+
+
 class Pipeline:
     POLL_MS = 100
     LOSS_CHECK_S = 1.0
@@ -77,7 +91,7 @@ class Pipeline:
         self.tracer = tracer
         self.builder = builder
         self.emitter = Emitter(sink)
-        self.filter = event_filter or EventFilter()
+        self.policy = Policy(event_filter or EventFilter(), connections, failures_always)
         self.queue_max = queue_max
         self.stats = PipelineStats()
         self._q: queue.Queue = queue.Queue()
@@ -88,12 +102,6 @@ class Pipeline:
         self.reaped = 0
         self.aggregator = aggregator
         self.diagnoser = diagnoser
-        self.connections = connections  # per-connection records, or only aggregates
-        self.failures_always = failures_always  # failures even when connections is off
-        # Overload sampling (agent/service/overload.py sets it): keep one in N
-        # per-connection records that are not failures; summaries stay exact
-        # because the aggregator sees every (filtered) event before this.
-        self.keep_one_in = 1
         self.sampled_out = 0
         self._sample_tick = 0
         self.port_usage = port_usage  # WindowResult -> {(proc, dest): usage}, for port_exhaustion_risk
@@ -103,18 +111,25 @@ class Pipeline:
         self.sink_closed = False
 
     # --- reader thread ---------------------------------------------------
+    def set_policy(self, policy: "Policy") -> None:
+        """Swaps what the pipeline keeps, whole (reload, overload): the reader
+        and the writer each read the policy once per batch, so a batch never
+        sees half of a change."""
+        self.policy = policy
+
     def _put_events(self, events: list[ConnEvent]) -> None:
+        policy = self.policy
         if self.aggregator is not None:
-            add, match = self.aggregator.add, self.filter.match
+            add, match = self.aggregator.add, policy.filter.match
             for ev in events:
                 if match(ev):
                     add(ev)
-        if not self.connections:
-            if not self.failures_always:
+        if not policy.connections:
+            if not policy.failures_always:
                 return
             events = [ev for ev in events if is_failure(ev)]
-        elif self.keep_one_in > 1:
-            events = self._sample(events)
+        elif policy.keep_one_in > 1:
+            events = self._sample(events, policy.keep_one_in)
         if not events:
             return
         with self._lock:
@@ -125,8 +140,8 @@ class Pipeline:
             self._queued += len(events)
         self._q.put(events)
 
-    def _sample(self, events: list[ConnEvent]) -> list[ConnEvent]:
-        n, tick, kept = self.keep_one_in, self._sample_tick, []
+    def _sample(self, events: list[ConnEvent], n: int) -> list[ConnEvent]:
+        tick, kept = self._sample_tick, []
         for ev in events:
             if is_failure(ev):
                 kept.append(ev)
@@ -178,7 +193,7 @@ class Pipeline:
     def _close_window(self, now_ns: int) -> None:
         delta = self._kernel_counts_delta()
         result = self.aggregator.close(now_ns)
-        if self.filter.empty:  # the kernel's counts know no filters
+        if self.policy.filter.empty:  # the kernel's counts know no filters
             result.apply_counts(delta, comm_of=_comm)
         for rec in summary_records(self.builder, result):
             self._q.put(rec)
@@ -229,7 +244,7 @@ class Pipeline:
             return
         with self._lock:
             self._queued -= len(item)
-        match, build, emit = self.filter.match, self.builder.from_event, self.emitter.emit
+        match, build, emit = self.policy.filter.match, self.builder.from_event, self.emitter.emit
         for ev in item:
             if match(ev):
                 emit(build(ev))

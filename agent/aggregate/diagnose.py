@@ -117,6 +117,10 @@ class Diagnoser:
         self.t = thresholds or DiagnosisThresholds()
         self.active: dict[tuple, Finding] = {}
 
+    def retune(self, thresholds: DiagnosisThresholds) -> None:
+        """A reload's new thresholds, for the next evaluation."""
+        self.t = thresholds
+
     def evaluate(self, w: WindowResult, port_usage: dict | None = None) -> list[Finding]:
         """port_usage: (proc, dest) -> {"used": n, "usable": n, "time_wait": n}, from agent/ports."""
         now: dict[tuple, Finding] = {}

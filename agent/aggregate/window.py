@@ -75,6 +75,11 @@ class WindowAggregator:
         self.kernel_lost = 0
         self.enrich = enrich  # (pid, cgroup_id) -> names; called when a process first shows up
 
+    def retune(self, window_s: float, thresholds: Thresholds) -> None:
+        """A reload's new window length and thresholds, from the next window on."""
+        self.window_ns = int(window_s * 1e9)
+        self.thresholds = thresholds
+
     def due(self, now_ns: int) -> bool:
         return now_ns - self.start_ns >= self.window_ns
 

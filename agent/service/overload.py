@@ -11,6 +11,8 @@ Each change is announced with an `agent` record (event "sampling").
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..metrics.selfstats import CpuMeter
 
 MAX_KEEP_ONE_IN = 1024
@@ -41,7 +43,7 @@ class OverloadControl:
             self._over, self._under = 0, self._under + 1
         else:
             self._over = self._under = 0
-        old = self.pipe.keep_one_in
+        old = self.pipe.policy.keep_one_in
         new = old
         if self._over >= self.OVER_CHECKS and old < MAX_KEEP_ONE_IN:
             new, self._over = old * 2, 0
@@ -49,7 +51,7 @@ class OverloadControl:
             new, self._under = old // 2, 0
         if new == old:
             return None
-        self.pipe.keep_one_in = new
+        self.pipe.set_policy(dataclasses.replace(self.pipe.policy, keep_one_in=new))
         return {"active": new > 1, "keep_one_in": new, "previous_keep_one_in": old,
                 "cpu_share": round(share, 4), "cpu_budget": self.budget,
                 "sampled_out": self.pipe.sampled_out}

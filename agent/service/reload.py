@@ -33,11 +33,9 @@ def apply(daemon, old: Config, new: Config) -> dict:
             raise
         if old.agent.output == "kafka" and new.agent.output != "kafka":
             _left_in_spool(spool_dir(old), new.agent.output)
-    pipe.filter = event_filter(new)
-    pipe.connections = new.agent.connections
-    pipe.diagnoser.t = new.diagnosis_thresholds()
-    pipe.aggregator.thresholds = new.window_thresholds()
-    pipe.aggregator.window_ns = int(new.agent.window * 1e9)
+    pipe.set_policy(dataclasses.replace(pipe.policy, filter=event_filter(new), connections=new.agent.connections))
+    pipe.diagnoser.retune(new.diagnosis_thresholds())
+    pipe.aggregator.retune(new.agent.window, new.window_thresholds())
     daemon.overload.budget = new.agent.cpu_budget
     daemon.status_interval = new.agent.status_interval
     return {"applied": changed, "restart_required": restart}

@@ -35,7 +35,7 @@ class StatusBoard:
             "sink": stats,
             "cpu_seconds": round(cpu_seconds(), 3),
             "rss_bytes": rss_bytes(),
-            "sampling": {"keep_one_in": pipe.keep_one_in, "sampled_out": pipe.sampled_out},
+            "sampling": {"keep_one_in": pipe.policy.keep_one_in, "sampled_out": pipe.sampled_out},
             "hooks": self.hooks,
         }
 
