@@ -13,6 +13,7 @@ import secrets
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,17 @@ class Clients:
 
 
 def _records_per_pid(agent: AgentRun, pids: dict[str, int], kind: str) -> dict[str, dict]:
-    found = agent.wait_for(lambda r: r["type"] == kind and r.get("pid") in pids.values(), count=len(pids),
-                           timeout=30)
-    by_pid = {r["pid"]: r for r in found}
-    return {form: by_pid[pid] for form, pid in pids.items() if pid in by_pid}
+    """The first `kind` record of each process (a process whose connects span
+    two windows has two summaries: wait for every pid, not for a count)."""
+    deadline = time.monotonic() + 30
+    while True:
+        by_pid: dict[int, dict] = {}
+        for r in agent.records():
+            if r["type"] == kind and r.get("pid") in pids.values():
+                by_pid.setdefault(r["pid"], r)
+        if len(by_pid) == len(pids) or time.monotonic() > deadline:
+            return {form: by_pid[pid] for form, pid in pids.items() if pid in by_pid}
+        time.sleep(0.1)
 
 
 def _run(mode_args: tuple[str, ...], secret_of) -> tuple[dict, dict, dict]:
