@@ -160,9 +160,17 @@ def test_fatal_icmp_error_ends_the_connect_with_its_errno(agent, netpair, peer_c
     before = lab.netstat(lab.pair.client_ns, "TCPSynRetrans")
     [c] = lab.client(port, "--timeout", 20, *mode)
     assert c["errno"] == errno_, c
-    rec = _attempt(agent, lab, port, c, errno_, error, pid_source="connect")
+    [rec] = agent.wait_for(match(type="connect", family=lab.family, dport=port, pid=c["pid"]), timeout=20)
+    if rec["incomplete"]:
+        # The kernel skipped a run of ours (its recursion guard): accepted
+        # only when the agent counted it, as everywhere in this tier. Seen
+        # once in CI on the IPv6 blocking path: the retransmit, CLOSE and
+        # error report at the +1 s timer all unseen, the errno with them.
+        assert skipped_runs(agent.records()) > 0, rec
+        return
+    assert (rec["result"], rec["errno"], rec["error"], rec["pid_source"]) == ("error", errno_, error, "connect"), rec
     # The answer to the first SYN ends the socket at once, unless it arrives
     # while connect() still holds the socket's lock (same-host veth: often):
     # then it waits for the next SYN's answer. The kernel's count says which.
     syn_retrans = lab.netstat(lab.pair.client_ns, "TCPSynRetrans") - before
-    assert (rec["syn_retransmits"], rec["resets_received"], rec["incomplete"]) == (syn_retrans, 0, False)
+    assert (rec["syn_retransmits"], rec["resets_received"]) == (syn_retrans, 0)
