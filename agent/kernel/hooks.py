@@ -49,15 +49,21 @@ class Hook:
     effect_if_missing: str  # what the user loses, said by check
 
 
-def _tp(category: str, *names: str) -> Callable[[], Probe]:
+def _each(check: Callable[[str], Probe], names: tuple[str, ...]) -> Callable[[], Probe]:
+    """A probe that passes when `check` passes for every name (the first
+    failure says why)."""
     def probe() -> Probe:
         for name in names:
-            p = features.tracepoint(category, name)
+            p = check(name)
             if not p:
                 return p
         return Probe(True)
 
     return probe
+
+
+def _tp(category: str, *names: str) -> Callable[[], Probe]:
+    return _each(lambda name: features.tracepoint(category, name), names)
 
 
 
@@ -115,15 +121,8 @@ def _tp_hook(name: str, required: bool, category: str, *tps: str, define: str, e
 
 
 def _fentry_method(*functions: str, define: str) -> Method:
-    def probe() -> Probe:
-        for fn in functions:
-            p = features.fentry(fn)
-            if not p:
-                return p
-        return Probe(True)
-
-    return Method("fentry", ", ".join(f"fentry:{fn}" for fn in functions), probe, {define: HOOK_FENTRY},
-                  tuple(f"kfunc__vmlinux__{fn}" for fn in functions))
+    return Method("fentry", ", ".join(f"fentry:{fn}" for fn in functions), _each(features.fentry, functions),
+                  {define: HOOK_FENTRY}, tuple(f"kfunc__vmlinux__{fn}" for fn in functions))
 
 
 def _kprobe_method(*functions: str, define: str) -> Method:

@@ -126,12 +126,6 @@ class Table:
         return textwrap.wrap(text, self.width, subsequent_indent="   ", break_on_hyphens=False) or [text]
 
 
-def format_row(r: dict, width: int = 200) -> str | None:
-    """The record as the table shows it at `width` columns (lines joined)."""
-    out = Table(width).lines(r)
-    return "\n".join(out) if out else None
-
-
 class TableSink:
     def __init__(self, stream: TextIO | None = None, width: int | None = None):
         self.stream = stream if stream is not None else sys.stdout

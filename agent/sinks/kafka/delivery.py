@@ -187,7 +187,7 @@ class Delivery:
             now = time.monotonic()
             failed_for = now - self.failing_since if self.failing_since is not None else 0.0
             self.failing_since = None
-            waiting = self.retry.spool.size_bytes + self.backlog.spool.size_bytes
+            waiting = self.spool_bytes()
             self.warn(f"connscope: kafka: delivering again after {_duration(failed_for)} of failures; "
                       f"replaying {waiting} spooled bytes")
             self._replay = (self.c.replayed, now)
