@@ -1,8 +1,12 @@
-"""Which events a `trace` shows. Applied in user space, on decoded events.
+"""Which events a `trace` shows, and which kernel rows summaries count.
 
-Not in the kernel: an inbound connection's owner is only known after the
-socket exists (listener, then first I/O), so a kernel-side pid filter
-would drop connections that later turn out to match.
+Applied in user space: to decoded records (match), and to the kernel's
+window rows (match_row), whose keys hold the process, the family and the
+destination port (the remote port of an outbound row, the listening port of
+an inbound one), so a filtered summary counts the same connections as the
+records. Not in the kernel: an inbound connection's owner is only known
+after the socket exists (listener, then first I/O), so a kernel-side pid
+filter would drop connections that later turn out to match.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import socket
 from dataclasses import dataclass, field
 
 from .decode import layout as L
+from .decode.aggregates import KernelRow
 from .decode.events import ConnEvent, connect_failed
 
 
@@ -51,6 +56,23 @@ class EventFilter:
         if self.families and ev.family not in self.families:
             return False
         if self.failures_only and not is_failure(ev):
+            return False
+        return True
+
+    def match_row(self, row: KernelRow) -> bool:
+        """A kernel window row (decode/aggregates.py). With failures_only, the
+        row must hold a failed attempt; its other counts stay (a filtered
+        summary shows how the failing destination otherwise fared)."""
+        if self.pids and row.pid not in self.pids:
+            return False
+        if self.comms and row.comm.encode()[:15].ljust(16, b"\0") not in self.comms:
+            return False
+        if self.ports and row.port not in self.ports:
+            return False
+        if self.families and row.family not in self.families:
+            return False
+        if self.failures_only and not (row.counts["connects_failed"] or row.counts["resets_sent"]
+                                       or row.counts["resets_received"]):
             return False
         return True
 

@@ -3,17 +3,19 @@
 Two threads. The reader polls the tracer, whose callback only decodes and
 queues, and hands batches to a bounded queue; it never waits on the sink,
 so a slow sink fills the user queue (counted as `lost`, stage "queue")
-before it can back up into the kernel buffer. The window aggregator also
-runs on the reader, on every event that passes the filters, before sampling
-and the queue, so its counts do not depend on what the sink keeps up with;
-a filtered agent summarises only what it was asked to report. The writer builds records,
+before it can back up into the kernel buffer. Summaries do not come from
+records: the kernel counts every connection (bpf/aggregate.c), and at each
+window's end the reader takes those counts, keeps the rows the filters let
+through, and hands them to the aggregator; records only name processes
+(aggregator.note). What records the kernel sends at all follows the policy
+(knobs: all, failures only, none; sampling; failure folding), so in service
+mode no Python runs per successful connection. The writer builds records,
 numbers them (`seq`) and writes them. Kernel-side drops are read from the
 kernel's counters every second and reported as `lost`, stage "kernel".
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 
 from .aggregate.diagnose import Diagnoser
 from .aggregate.window import WindowAggregator
+from .decode import layout
+from .decode.aggregates import rows as kernel_rows
 from .decode.events import ConnEvent
 from .filters import EventFilter, is_failure
 from .records.aggregates import diagnosis_record, summary_records
@@ -35,12 +39,6 @@ KERNEL_LOSSES = {
     "lost_state_map_full": "state_map_full",
     "malformed": "malformed",
 }
-
-
-def _comm(pid: int) -> str:
-    from .procfs import read
-
-    return (read(f"/proc/{pid}/comm") or "").strip()
 
 
 class Emitter:
@@ -73,10 +71,20 @@ class Policy:
     filter: EventFilter
     connections: bool = True  # per-connection records, or only aggregates
     failures_always: bool = False  # failures even when connections is off
-    # Overload sampling (agent/service/overload.py): keep one in N
-    # per-connection records that are not failures; summaries stay exact
-    # because the aggregator sees every (filtered) event before sampling.
+    # Overload sampling (agent/service/overload.py): the kernel sends one in
+    # N per-connection records that are not failures; summaries stay exact
+    # because the kernel counts every connection before sampling.
     keep_one_in: int = 1
+    # Failure records per (process, destination) and window the kernel sends
+    # before it only counts the rest (`failure_records_folded`); 0 = all.
+    fold_after: int = 0
+
+    @property
+    def records(self) -> int:
+        """Which records the kernel sends (knobs[KNOB_RECORDS])."""
+        if self.connections:
+            return layout.REC_FAILURES if self.filter.failures_only else layout.REC_ALL
+        return layout.REC_FAILURES if self.failures_always else layout.REC_NONE
 
 
 class Pipeline:
@@ -87,11 +95,11 @@ class Pipeline:
     def __init__(self, tracer, builder: RecordBuilder, sink: Sink, event_filter: EventFilter | None = None,
                  queue_max: int = 50_000, aggregator: WindowAggregator | None = None,
                  diagnoser: Diagnoser | None = None, connections: bool = True, port_usage=None,
-                 failures_always: bool = False):
+                 failures_always: bool = False, fold_after: int = 0):
         self.tracer = tracer
         self.builder = builder
         self.emitter = Emitter(sink)
-        self.policy = Policy(event_filter or EventFilter(), connections, failures_always)
+        self.policy = Policy(event_filter or EventFilter(), connections, failures_always, fold_after=fold_after)
         self.queue_max = queue_max
         self.stats = PipelineStats()
         self._q: queue.Queue = queue.Queue()
@@ -102,34 +110,45 @@ class Pipeline:
         self.reaped = 0
         self.aggregator = aggregator
         self.diagnoser = diagnoser
-        self.sampled_out = 0
-        self._sample_tick = 0
         self.port_usage = port_usage  # WindowResult -> {(proc, dest): usage}, for port_exhaustion_risk
-        self._last_proc_counts: dict = {}
         self.stop = threading.Event()
         self.stop_record: dict | None = None  # the last record of a run, once emitted
         self.sink_closed = False
+        self._set_knobs()
 
     # --- reader thread ---------------------------------------------------
     def set_policy(self, policy: "Policy") -> None:
         """Swaps what the pipeline keeps, whole (reload, overload): the reader
         and the writer each read the policy once per batch, so a batch never
-        sees half of a change."""
+        sees half of a change; the kernel's knobs follow at once."""
         self.policy = policy
+        self._set_knobs()
+
+    def _set_knobs(self) -> None:
+        knobs, policy = self.tracer.knobs, self.policy
+        knobs.set(layout.KNOB_RECORDS, policy.records)
+        knobs.set(layout.KNOB_KEEP_ONE_IN, policy.keep_one_in)
+        knobs.set(layout.KNOB_FOLD_AFTER, policy.fold_after)
+        if self.aggregator is not None:
+            knobs.set(layout.KNOB_SHORT_LIFETIME_NS, self.aggregator.thresholds.short_lifetime_us * 1000)
+
+    @property
+    def sampled_out(self) -> int:
+        """Records the kernel did not send because of overload sampling."""
+        return self.tracer.counters()["sampled_out"]
 
     def _put_events(self, events: list[ConnEvent]) -> None:
         policy = self.policy
         if self.aggregator is not None:
-            add, match = self.aggregator.add, policy.filter.match
+            note = self.aggregator.note
             for ev in events:
-                if match(ev):
-                    add(ev)
+                note(ev)
+        # The kernel sent only what the policy asks for, and a process's
+        # first record (for its names), which is dropped here.
         if not policy.connections:
             if not policy.failures_always:
                 return
             events = [ev for ev in events if is_failure(ev)]
-        elif policy.keep_one_in > 1:
-            events = self._sample(events, policy.keep_one_in)
         if not events:
             return
         with self._lock:
@@ -139,20 +158,6 @@ class Pipeline:
                 return
             self._queued += len(events)
         self._q.put(events)
-
-    def _sample(self, events: list[ConnEvent], n: int) -> list[ConnEvent]:
-        tick, kept = self._sample_tick, []
-        for ev in events:
-            if is_failure(ev):
-                kept.append(ev)
-                continue
-            tick += 1
-            if tick >= n:
-                tick = 0
-                kept.append(ev)
-        self._sample_tick = tick
-        self.sampled_out += len(events) - len(kept)
-        return kept
 
     @property
     def queue_depth(self) -> int:
@@ -177,24 +182,11 @@ class Pipeline:
                 rec["program"] = prog
                 self._q.put(rec)
 
-    def _kernel_counts_delta(self) -> dict:
-        counts = self.tracer.proc_counts()
-        last = self._last_proc_counts
-        delta = {k: v - last.get(k, 0) for k, v in counts.items() if v != last.get(k, 0)}
-        # forget processes that are gone and whose counts stopped moving
-        moved = {k[0] for k in delta}
-        gone = {k[0] for k in counts if k[0] not in moved and not os.path.exists(f"/proc/{k[0]}")}
-        if gone:
-            self.tracer.forget_proc_counts(gone)
-            counts = {k: v for k, v in counts.items() if k[0] not in gone}
-        self._last_proc_counts = counts
-        return delta
-
     def _close_window(self, now_ns: int) -> None:
-        delta = self._kernel_counts_delta()
+        rows = [r for r in kernel_rows(*self.tracer.take_aggregates()) if self.policy.filter.match_row(r)]
+        self.aggregator.add_kernel(rows)
         result = self.aggregator.close(now_ns)
-        if self.policy.filter.empty:  # the kernel's counts know no filters
-            result.apply_counts(delta, comm_of=_comm)
+        self._set_knobs()  # a reload's thresholds, from the next window on
         for rec in summary_records(self.builder, result):
             self._q.put(rec)
         if self.diagnoser is not None:
@@ -206,6 +198,11 @@ class Pipeline:
         events = self.tracer.reap_closed(self.REAP_S)
         if events:
             self.reaped += len(events)
+            if self.aggregator is not None:  # the kernel never counted these
+                match = self.policy.filter.match
+                for ev in events:
+                    if match(ev):
+                        self.aggregator.add(ev)
             self._put_events(events)
 
     def _read(self) -> None:

@@ -51,9 +51,13 @@
 #define CNT_EMITTED 0        /* records handed to the ring/perf buffer */
 #define CNT_LOST_RINGBUF 1   /* records dropped: buffer full */
 #define CNT_LOST_STATE_MAP 2 /* sockets not tracked: state map update failed */
+#define CNT_NOT_SENT 3       /* records not sent: KNOB_RECORDS asked for fewer */
 #define CNT_LISTENER_MAP 4   /* listeners not tracked: map update failed */
-#define CNT_PROC_COUNTS 5    /* per-process counts not kept: map full */
-#define CNT_MAX 8
+#define CNT_AGG_FULL 5       /* aggregation rows or bins not kept: map full */
+#define CNT_SAMPLED_OUT 6    /* records not sent: sampled out (KNOB_KEEP_ONE_IN) */
+#define CNT_FOLDED 7         /* failure records not sent: folded (KNOB_FOLD_AFTER) */
+#define CNT_SAMPLE_TICK 8    /* not a count: the sampling position (emit.c) */
+#define CNT_MAX 16
 
 /* struct conn_record is both the per-socket state (map value keyed by the
  * socket's address) and the emitted record: emitting copies it whole. */
@@ -87,21 +91,79 @@ struct conn_record {
 	char comm[16];
 };
 
-/* Per-process counts, kept in the kernel so that window summaries stay
- * exact when records are lost in the buffer. Cumulative; user space
- * takes deltas. */
-#define PC_CONNECT_OK 1
-#define PC_CONNECT_FAILED 2 /* err = errno, 0 for an abandoned connect */
-#define PC_ACCEPT 3
-#define PC_CLOSE 4
-#define PC_ACTIVE_CLOSE 5  /* a close that left TIME_WAIT here */
-
-struct proc_count_key {
+/* Kernel aggregation (bpf/aggregate.c): one row of counts per (process,
+ * destination, direction) and sparse histogram bins, in per-CPU maps that
+ * user space takes whole once per window. A process is (pid, comm,
+ * cgroup); a destination is the remote address and port of an outbound
+ * connection, or the local listening port of an inbound one (address 0). */
+struct agg_key {
+	__u64 cgroup_id;
 	__u32 pid;
-	__u16 err;
-	__u8 kind; /* PC_* */
-	__u8 _pad0;
+	__u16 port;
+	__u16 family;
+	__u8 daddr[16];
+	char comm[16];
+	__u8 direction; /* DIR_* */
+	__u8 _pad0[7];
 };
+
+struct agg_counts {
+	__u64 connects_ok;
+	__u64 connects_failed;
+	__u64 accepts;
+	__u64 closes;
+	__u64 active_closes;   /* closes that left TIME_WAIT here */
+	__u64 short_lived;     /* closes that lived less than KNOB_SHORT_LIFETIME_NS */
+	__u64 syn_stalled;     /* successful connects that needed SYN retransmits */
+	__u64 connects_untimed; /* successful connects without a handshake time */
+	__u64 syn_retransmits;
+	__u64 synack_retransmits;
+	__u64 retransmits;
+	__u64 resets_sent;
+	__u64 resets_received;
+	__u64 latency_max_ns;
+	__u64 failure_records; /* failure records sent this window */
+	__u64 folded;          /* failure records not sent: over KNOB_FOLD_AFTER */
+};
+
+/* agg_bin_key.kind */
+#define BIN_LATENCY 1  /* index: DDSketch key of the handshake time in us */
+#define BIN_LIFETIME 2 /* index: DDSketch key of the lifetime in us */
+#define BIN_FAILURE 3  /* index: errno, 0 for an abandoned connect */
+
+struct agg_bin_key {
+	struct agg_key row;
+	__s32 index;
+	__u8 kind; /* BIN_* */
+	__u8 _pad0[3];
+};
+
+/* One slot of the DDSketch bin table, filled by user space
+ * (agent/kernel/ddbins.py): a value v (ns) whose leading bit and next
+ * DD_SUB_BITS bits select this slot has the DDSketch key `key`, or
+ * key + 1 when v > `last`. A slot spans less than one bin, so it
+ * straddles at most one bin boundary. */
+#define DD_SUB_BITS 6
+#define DD_SLOTS 4096 /* 64 octaves << DD_SUB_BITS */
+struct dd_bin {
+	__u64 last;
+	__s32 key;
+	__u32 _pad0;
+};
+
+/* Indexes of the knobs array: what user space tells the programs. */
+#define KNOB_GEN 0                /* which of the two aggregation maps is live */
+#define KNOB_SHORT_LIFETIME_NS 1  /* a close that lived less is short_lived */
+#define KNOB_RECORDS 2            /* REC_*: which connection records to send */
+#define KNOB_KEEP_ONE_IN 3        /* sampling of records that are not failures */
+#define KNOB_FOLD_AFTER 4         /* failure records per row and window; 0 = all */
+#define KNOB_MAX 8
+
+/* knobs[KNOB_RECORDS]. A process's first record is always sent: user space
+ * reads its command line and unit from it while the process exists. */
+#define REC_ALL 0
+#define REC_FAILURES 1
+#define REC_NONE 2
 
 /* Listening sockets: who owns the port. Address is zero for a wildcard. */
 struct listener_key {

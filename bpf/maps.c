@@ -112,102 +112,28 @@ BPF_TABLE("lru_hash", struct tuple_key, u32, synacks, MAX_CALLS);
 /* Never written: the zeroed template new states are copied from. */
 BPF_ARRAY(zero_record, struct conn_record, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
-/* Per-process counts are kept only when something aggregates them
- * (trace --summary, top): plain tracing pays no map update per record. */
-#ifndef PROC_COUNTS
-#define PROC_COUNTS 0
-#endif
-#ifndef MAX_PROC_COUNTS
-#define MAX_PROC_COUNTS 65536
-#endif
-/* Per-CPU: a client and its server on two CPUs would otherwise bounce one
- * cache line per count between them (measured: ~2 us per connection more
- * than without counts); user space sums the CPUs. */
-BPF_PERCPU_HASH(proc_counts, struct proc_count_key, u64, MAX_PROC_COUNTS);
-
 #if USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-/* Pids whose first record woke the reader (see emit). A pid reused while
- * its old entry is still here waits for the reader's tick like any other. */
-BPF_TABLE("lru_hash", u32, u8, woken_pids, 8192);
 #else
 BPF_PERF_OUTPUT(events);
 #endif
+/* Pids whose first record was sent (see emit). A pid reused while its old
+ * entry is still here counts as seen; an evicted one is sent again. */
+BPF_TABLE("lru_hash", u32, u8, seen_pids, 8192);
+/* What user space tells the programs (KNOB_* in connscope.h); all 0 at load. */
+BPF_ARRAY(knobs, u64, KNOB_MAX);
+
+static __always_inline u64 knob(u32 idx)
+{
+	u64 *v = knobs.lookup(&idx);
+	return v ? *v : 0;
+}
 
 static __always_inline void count(u32 idx)
 {
 	u64 *c = counters.lookup(&idx);
 	if (c) /* per-CPU, but a raw tracepoint program can interrupt another here */
 		__sync_fetch_and_add(c, 1);
-}
-
-static __always_inline void proc_count(u32 pid, u8 kind, u16 err)
-{
-	struct proc_count_key k = {.pid = pid, .err = err, .kind = kind};
-	u64 one = 1;
-	u64 *n = proc_counts.lookup(&k);
-	if (n) {
-		__sync_fetch_and_add(n, 1); /* this CPU's slot; atomic against nesting */
-		return;
-	}
-	/* NOEXIST: when two CPUs create the key at once, the loser adds to
-	 * the winner's element instead of overwriting it */
-	if (proc_counts.insert(&k, &one) == 0)
-		return;
-	n = proc_counts.lookup(&k);
-	if (n)
-		__sync_fetch_and_add(n, 1);
-	else
-		count(CNT_PROC_COUNTS);
-}
-
-/* Counted before the buffer is tried: a record the buffer drops still counts. */
-static __always_inline void count_record(struct conn_record *rec, u8 type)
-{
-	if (type == EV_CONNECT) {
-		if (rec->err || (rec->flags & F_ABORTED))
-			proc_count(rec->pid, PC_CONNECT_FAILED, (u16)rec->err);
-		else
-			proc_count(rec->pid, PC_CONNECT_OK, 0);
-	} else if (type == EV_ACCEPT) {
-		proc_count(rec->pid, PC_ACCEPT, 0);
-	} else {
-		proc_count(rec->pid, PC_CLOSE, 0);
-		if ((rec->flags & F_TIME_WAIT) && !rec->err)
-			proc_count(rec->pid, PC_ACTIVE_CLOSE, 0);
-	}
-}
-
-static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
-{
-#if PROC_COUNTS
-	count_record(rec, type);
-#endif
-	rec->type = type;
-	rec->ts_ns = bpf_ktime_get_ns();
-#if USE_RINGBUF
-	/* No wake-up per record: the kernel's default wakes the reader for
-	 * every record it finds caught up, an irq_work and a context switch
-	 * each, measured as the reader's largest cost at 10k connections/s.
-	 * The reader consumes on a short tick instead (LoadOptions.ring_tick_ms
-	 * in agent/kernel/loader.py); the ring holds far more than one tick of
-	 * the heaviest churn. Except a process's first record: it wakes the reader at once,
-	 * so that user space reads the command line and unit of a short-lived
-	 * process while it still exists. BPF_RB_NO_WAKEUP = 1,
-	 * BPF_RB_FORCE_WAKEUP = 2 (uapi/linux/bpf.h). */
-	u64 wake = 1;
-	u8 yes = 1;
-	/* a lookup first: an LRU insert takes (and may evict) a free node
-	 * even when the key exists, on every record */
-	if (rec->pid && !woken_pids.lookup(&rec->pid)) {
-		woken_pids.update(&rec->pid, &yes);
-		wake = 2;
-	}
-	int rc = events.ringbuf_output(rec, sizeof(*rec), wake);
-#else
-	int rc = events.perf_submit(ctx, rec, sizeof(*rec));
-#endif
-	count(rc == 0 ? CNT_EMITTED : CNT_LOST_RINGBUF);
 }
 
 /* Only for hooks that run in the owning task's context. */
@@ -366,54 +292,3 @@ static __always_inline void tuple_from_state(struct tuple_key *k, struct conn_re
 	k->family = st->family;
 }
 
-/* Emits the last record of a socket and forgets it. A socket that never
- * established is a failed (or aborted) connect attempt; otherwise a close. */
-static __always_inline void resolve(void *ctx, struct conn_record *st)
-{
-	u64 sk = st->skaddr;
-	struct tuple_key k = {};
-	tuple_from_state(&k, st);
-	closing.delete(&k);
-	if (!st->end_ns)
-		st->end_ns = bpf_ktime_get_ns();
-	if (st->err)
-		st->flags &= ~F_TIME_WAIT;
-	if (st->closed_by == CLOSED_BY_NONE && (st->flags & F_ESTABLISHED))
-		st->closed_by = (st->resets_received || st->resets_sent) ? CLOSED_BY_RESET
-									  : CLOSED_BY_LOCAL;
-	if (!(st->flags & F_ESTABLISHED) && st->direction == DIR_OUTBOUND) {
-		if (!st->err)
-			st->flags |= F_ABORTED;
-		emit(ctx, st, EV_CONNECT);
-	} else {
-		emit(ctx, st, EV_CLOSE);
-	}
-	socks.delete(&sk);
-}
-
-/* Creates the state of a socket from the zeroed template. A state already
- * at this address belongs to a socket whose end was never seen: the kernel
- * skips a tracepoint program that fires while another BPF program runs on
- * the same CPU (the bpf_prog_active guard; counted per program as
- * recursion_misses), and a skipped tcp_destroy_sock leaves its state
- * behind. Emit it, flagged, rather than overwrite it. */
-static __always_inline struct conn_record *state_new(void *ctx, u64 sk)
-{
-	struct conn_record *stale = socks.lookup(&sk);
-	if (stale) {
-		stale->flags |= F_INCOMPLETE;
-		resolve(ctx, stale);
-	}
-	u32 zero = 0;
-	struct conn_record *tmpl = zero_record.lookup(&zero);
-	if (!tmpl)
-		return 0;
-	if (socks.update(&sk, tmpl) != 0) {
-		count(CNT_LOST_STATE_MAP);
-		return 0;
-	}
-	struct conn_record *st = socks.lookup(&sk);
-	if (st)
-		st->skaddr = sk;
-	return st;
-}

@@ -15,11 +15,22 @@ from ddsketch.pb.ddsketch_pb2 import DDSketch as DDSketchMessage
 from ddsketch.pb.proto import DDSketchProto
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-RELATIVE_ACCURACY = 0.01  # quantiles within 1% of the true value
+from ..decode.ddbins import RELATIVE_ACCURACY  # the kernel bins with the same mapping
 
 
 def new() -> DDSketch:
     return DDSketch(relative_accuracy=RELATIVE_ACCURACY)
+
+
+def from_bins(bins: dict[int, int]) -> DDSketch:
+    """A sketch from DDSketch keys -> counts, as the kernel bins them
+    (agent/decode/ddbins.py): the same bins add() would have filled."""
+    sk = new()
+    for key, n in bins.items():
+        if n:
+            sk._store.add(key, n)
+            sk._count += n
+    return sk
 
 
 def to_json(sketch: DDSketch) -> dict:

@@ -1,10 +1,13 @@
-"""Windowed per-process and per-destination aggregates of connection events.
+"""Windowed per-process and per-destination aggregates.
 
-Fed every decoded event that passes the filters, on the reader thread,
-before sampling and the bounded queue, so a slow sink cannot make the
-counts drift; kernel-side
-losses in a window are carried in its summaries (`kernel_lost`), so a
-consumer knows when a count may be short.
+The kernel counts (bpf/aggregate.c): at a window's end its rows, which
+passed the filters, are merged in here with add_kernel(), so no Python runs
+per connection and no buffer loss, sampling or folding can make a count
+drift. add() takes the few records the kernel never counted: sockets the
+reaper finalized in user space. note() sees every record that reaches user
+space, only to name a process (command line, unit) while it is alive.
+Kernel-side losses in a window are carried in its summaries
+(`kernel_lost`), so a consumer knows when a count may be short.
 
 A process is (pid, comm, cgroup_id). A destination is the remote address
 and port for outbound connections, the local listening port for inbound
@@ -17,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..decode import layout as L
+from ..decode.aggregates import KernelRow
 from ..decode.events import ConnEvent, connect_failed
 from ..decode.text import addr_text, comm_text, error_name
 from . import sketch
@@ -35,6 +39,7 @@ class DestStats:
     retransmits: int = 0
     resets_sent: int = 0
     resets_received: int = 0
+    failure_records_folded: int = 0  # failure records the kernel counted but did not send (a storm)
     latency: object = field(default_factory=sketch.new)
     lifetime: object = field(default_factory=sketch.new)
 
@@ -74,6 +79,8 @@ class WindowAggregator:
         self.procs: dict[tuple[int, str, int], ProcStats] = {}
         self.kernel_lost = 0
         self.enrich = enrich  # (pid, cgroup_id) -> names; called when a process first shows up
+        self.names: dict[tuple[int, str, int], dict] = {}  # taken at a process's first record
+        self._noted: set = set()  # processes named in this window
 
     def retune(self, window_s: float, thresholds: Thresholds) -> None:
         """A reload's new window length and thresholds, from the next window on."""
@@ -83,14 +90,60 @@ class WindowAggregator:
     def due(self, now_ns: int) -> bool:
         return now_ns - self.start_ns >= self.window_ns
 
-    def add(self, ev: ConnEvent) -> None:
-        comm = comm_text(ev.comm)
-        key = (ev.pid, comm, ev.cgroup_id)
+    def note(self, ev: ConnEvent) -> None:
+        """A record reached user space: name its process now if it is new,
+        while it is alive (the kernel sends every process's first record)."""
+        key = (ev.pid, comm_text(ev.comm), ev.cgroup_id)
+        if key not in self.names and self.enrich is not None:
+            self.names[key] = self.enrich(ev.pid, ev.cgroup_id)
+            self._noted.add(key)
+
+    def _proc(self, key: tuple[int, str, int]) -> ProcStats:
         p = self.procs.get(key)
         if p is None:
             p = self.procs[key] = ProcStats()
-            if self.enrich is not None:
-                p.names = self.enrich(ev.pid, ev.cgroup_id)
+            names = self.names.get(key)
+            if names is None and self.enrich is not None:
+                names = self.names[key] = self.enrich(key[0], key[2])
+            p.names = names or {}
+        return p
+
+    def add_kernel(self, rows: list[KernelRow]) -> None:
+        """Merges the kernel's counts of this window (decode/aggregates.py)."""
+        for row in rows:
+            p = self._proc(row.proc)
+            p.counts_from_kernel = True
+            d = p.dests.get(row.dest)
+            if d is None:
+                d = p.dests[row.dest] = DestStats()
+            c = row.counts
+            failures = Counter({error_name(e) if e else "ABORTED": n for e, n in row.failures.items()})
+            for s in (p, d):
+                s.connects_ok += c["connects_ok"]
+                s.connects_failed += c["connects_failed"]
+                s.failures.update(failures)
+                s.accepts += c["accepts"]
+                s.closes += c["closes"]
+                s.active_closes += c["active_closes"]
+                s.short_lived += c["short_lived"]
+                s.syn_retransmits += c["syn_retransmits"]
+                s.retransmits += c["retransmits"]
+                s.resets_sent += c["resets_sent"]
+                s.resets_received += c["resets_received"]
+                s.failure_records_folded += c["folded"]
+            p.synack_retransmits += c["synack_retransmits"]
+            p.syn_stalled += c["syn_stalled"]
+            p.connects_untimed += c["connects_untimed"]
+            if row.latency:
+                p.latency_max_us = max(p.latency_max_us, c["latency_max_ns"] // 1000)
+                d.latency.merge(sketch.from_bins(row.latency))
+            if row.lifetime:
+                d.lifetime.merge(sketch.from_bins(row.lifetime))
+
+    def add(self, ev: ConnEvent) -> None:
+        """A record the kernel did not count (reaped in user space)."""
+        self.note(ev)
+        p = self._proc((ev.pid, comm_text(ev.comm), ev.cgroup_id))
         if ev.direction == L.DIR_INBOUND:
             dkey = ("*", ev.sport, "inbound")
         else:
@@ -146,6 +199,9 @@ class WindowAggregator:
                 p.latency.merge(d.latency)
                 p.lifetime.merge(d.lifetime)
         result = WindowResult(self.start_ns, end_ns, self.procs, self.kernel_lost, self.thresholds, self.top_n)
+        # names of processes quiet for a whole window are taken again if they return
+        self.names = {k: v for k, v in self.names.items() if k in self.procs or k in self._noted}
+        self._noted = set()
         self.start_ns, self.procs, self.kernel_lost = end_ns, {}, 0
         return result
 
@@ -158,45 +214,6 @@ class WindowResult:
     kernel_lost: int
     thresholds: Thresholds
     top_n: int
-
-    def apply_counts(self, delta: dict[tuple[int, int, int], int], comm_of=None) -> None:
-        """Sets each process's counts from the kernel's per-process counters
-        (pid, kind, err) -> n for this window, which a full buffer cannot
-        make drift. Per-destination counts and distributions stay as the
-        records gave them. A process whose records were all lost gets a row.
-
-        A record still in the buffer when the window closes is counted in the
-        kernel for this window and by its record in the next, so windows can
-        differ by a few; totals over windows are exact.
-        """
-        by_pid: dict[int, dict] = {}
-        for (pid, kind, err), n in delta.items():
-            if n:
-                by_pid.setdefault(pid, {})[(kind, err)] = n
-        for pid, counts in by_pid.items():
-            keys = [k for k in self.procs if k[0] == pid]
-            if keys:
-                key = max(keys, key=lambda k: self.procs[k].new_connections)
-            else:
-                key = (pid, comm_of(pid) if comm_of else "", 0)
-                self.procs[key] = ProcStats()
-            p = self.procs[key]
-            p.connects_ok = counts.get((L.PC_CONNECT_OK, 0), 0)
-            p.failures = Counter({error_name(err) if err else "ABORTED": n for (kind, err), n in counts.items()
-                                  if kind == L.PC_CONNECT_FAILED})
-            p.connects_failed = sum(p.failures.values())
-            p.accepts = counts.get((L.PC_ACCEPT, 0), 0)
-            p.closes = counts.get((L.PC_CLOSE, 0), 0)
-            p.active_closes = counts.get((L.PC_ACTIVE_CLOSE, 0), 0)
-            p.counts_from_kernel = True
-            # The kernel counts per pid; a pid seen under two names (a comm
-            # change, a cgroup move) has all its counts in the busiest row.
-            for other in keys:
-                if other != key:
-                    _zero_counts(self.procs[other])
-        for key in [k for k in self.procs if k[0] not in by_pid]:
-            # no counts at all: its records arrived, but counted in the last window
-            _zero_counts(self.procs[key])
 
     @property
     def seconds(self) -> float:
@@ -237,11 +254,6 @@ class WindowResult:
             "lifetime_sketch": sketch.to_json(p.lifetime),
             "top_destinations": [self.dest_fields(k, d) for k, d in dests[: self.top_n]],
             "kernel_lost": self.kernel_lost,
+            "failure_records_folded": p.failure_records_folded,
             "counts_from": "kernel" if p.counts_from_kernel else "records",
         }
-
-
-def _zero_counts(p: ProcStats) -> None:
-    p.connects_ok = p.connects_failed = p.accepts = p.closes = p.active_closes = 0
-    p.failures = Counter()
-    p.counts_from_kernel = True

@@ -15,7 +15,7 @@ def run_session(tracer_kw: dict, sink, duration: float | None, start_extra: dict
     from ..pipeline import Pipeline
 
     opts = load_options(**tracer_kw)
-    opts.proc_counts = pipeline_kw.get("aggregator") is not None  # summaries read them
+    opts.aggregate = pipeline_kw.get("aggregator") is not None  # summaries read the kernel's counts
     tracer = Tracer(opts)
     try:
         seeded = tracer.seed_listeners(current_listeners())

@@ -38,6 +38,9 @@ class AgentSection:
     status_interval: float = key("seconds between `agent` status records (0 = none)", minimum=0.0, default=60.0)
     cpu_budget: float = key("share of one core the agent's user-space loop may use before it samples "
                             "per-connection records (summaries stay exact)", minimum=0.01, default=0.25)
+    failure_records: int = key("failure records per process and destination in one window (on each CPU) "
+                               "before the kernel only counts the rest (summaries: failure_records_folded); "
+                               "0 = send every one", minimum=0, default=100)
     # About 700 bytes per queued event: 50,000 bound the queue near 35 MB, on
     # top of the kernel's own ring buffer (8 MiB, about 58,000 records).
     queue_max: int = key("events the user-space queue holds before it drops (counted as lost, stage queue)",

@@ -1,4 +1,4 @@
-"""The user-space twin of resolve() in bpf/maps.c, for reaped states.
+"""The user-space twin of resolve() in bpf/emit.c, for reaped states.
 
 A socket that reached CLOSE normally ends in tcp_destroy_sock or an error
 report, where the kernel emits its record. When the kernel skipped that
@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import layout as L
-from .events import ConnEvent, connect_failed
+from .events import ConnEvent
 
 
 def finalize(state: ConnEvent, now_ns: int) -> ConnEvent:
@@ -33,18 +33,3 @@ def finalize(state: ConnEvent, now_ns: int) -> ConnEvent:
     else:
         ev.type = L.EV_CLOSE
     return ev
-
-
-def count_keys(ev: ConnEvent) -> list[tuple[int, int, int]]:
-    """The per-process count keys (pid, kind, err) of a record: the twin of
-    count_record() in bpf/maps.c, for records emitted from user space."""
-    if ev.type == L.EV_CONNECT:
-        if connect_failed(ev):
-            return [(ev.pid, L.PC_CONNECT_FAILED, ev.err & 0xFFFF)]
-        return [(ev.pid, L.PC_CONNECT_OK, 0)]
-    if ev.type == L.EV_ACCEPT:
-        return [(ev.pid, L.PC_ACCEPT, 0)]
-    keys = [(ev.pid, L.PC_CLOSE, 0)]
-    if ev.flags & L.F_TIME_WAIT and not ev.err:
-        keys.append((ev.pid, L.PC_ACTIVE_CLOSE, 0))
-    return keys

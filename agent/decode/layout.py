@@ -26,10 +26,15 @@ F_INCOMPLETE = 0x40
 
 HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT, HOOK_RAW_TP = 1, 2, 3, 4
 
-CNT_EMITTED, CNT_LOST_RINGBUF, CNT_LOST_STATE_MAP = 0, 1, 2
-CNT_LISTENER_MAP, CNT_PROC_COUNTS, CNT_MAX = 4, 5, 8
+CNT_EMITTED, CNT_LOST_RINGBUF, CNT_LOST_STATE_MAP, CNT_NOT_SENT = 0, 1, 2, 3
+CNT_LISTENER_MAP, CNT_AGG_FULL, CNT_SAMPLED_OUT, CNT_FOLDED = 4, 5, 6, 7
+CNT_SAMPLE_TICK, CNT_MAX = 8, 16
 
-PC_CONNECT_OK, PC_CONNECT_FAILED, PC_ACCEPT, PC_CLOSE, PC_ACTIVE_CLOSE = 1, 2, 3, 4, 5
+BIN_LATENCY, BIN_LIFETIME, BIN_FAILURE = 1, 2, 3
+DD_SUB_BITS, DD_SLOTS = 6, 4096
+
+KNOB_GEN, KNOB_SHORT_LIFETIME_NS, KNOB_RECORDS, KNOB_KEEP_ONE_IN, KNOB_FOLD_AFTER, KNOB_MAX = 0, 1, 2, 3, 4, 8
+REC_ALL, REC_FAILURES, REC_NONE = 0, 1, 2
 
 
 class ConnRecord(C.Structure):
@@ -64,12 +69,44 @@ class ConnRecord(C.Structure):
     ]
 
 
-class ProcCountKey(C.Structure):
+class AggKey(C.Structure):
     _fields_ = [
+        ("cgroup_id", C.c_uint64),
         ("pid", C.c_uint32),
-        ("err", C.c_uint16),
+        ("port", C.c_uint16),
+        ("family", C.c_uint16),
+        ("daddr", C.c_uint8 * 16),
+        ("comm", C.c_char * 16),
+        ("direction", C.c_uint8),
+        ("_pad0", C.c_uint8 * 7),
+    ]
+
+
+AGG_COUNT_FIELDS = (
+    "connects_ok", "connects_failed", "accepts", "closes", "active_closes", "short_lived", "syn_stalled",
+    "connects_untimed", "syn_retransmits", "synack_retransmits", "retransmits", "resets_sent", "resets_received",
+    "latency_max_ns", "failure_records", "folded",
+)
+
+
+class AggCounts(C.Structure):
+    _fields_ = [(name, C.c_uint64) for name in AGG_COUNT_FIELDS]
+
+
+class AggBinKey(C.Structure):
+    _fields_ = [
+        ("row", AggKey),
+        ("index", C.c_int32),
         ("kind", C.c_uint8),
-        ("_pad0", C.c_uint8),
+        ("_pad0", C.c_uint8 * 3),
+    ]
+
+
+class DdBin(C.Structure):
+    _fields_ = [
+        ("last", C.c_uint64),
+        ("key", C.c_int32),
+        ("_pad0", C.c_uint32),
     ]
 
 

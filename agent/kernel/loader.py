@@ -19,9 +19,11 @@ from pathlib import Path
 
 from ..decode import layout
 from ..decode.events import ConnEvent, MalformedRecord, decode, decode_state
-from ..decode.finalize import count_keys, finalize
+from ..decode import ddbins
+from ..decode.finalize import finalize
 from ..errors import ConnscopeError, KernelFeatureError
 from . import culprit, features, privileges, sock_fields
+from .aggmaps import AggMaps, Knobs
 from .btf import BTF
 from .hooks import HOOKS, SOURCES, Hook, Method
 
@@ -69,8 +71,8 @@ class LoadOptions:
     force: dict[str, str] = field(default_factory=dict)  # hook name -> method name
     strict: bool = False
     max_socks: int = 65536
-    proc_counts: bool = False  # per-process counts in the kernel, for summaries
-    ring_tick_ms: int = 50  # longest a record waits in the ring buffer (bpf/maps.c, emit)
+    aggregate: bool = False  # window counts in the kernel (bpf/aggregate.c), for summaries
+    ring_tick_ms: int = 50  # longest a record waits in the ring buffer (bpf/emit.c)
 
 
 def require_bcc() -> None:
@@ -133,7 +135,6 @@ class Tracer:
             st = self.statuses[name]
             st.tried += [(m.name, f"skipped: --force {name}={method}") for m in st.hook.methods if m.name != method]
         self.pending: list[ConnEvent] = []
-        self.user_counts: dict[tuple[int, int, int], int] = {}  # count keys of reaped records
         self.malformed = 0
         self.perf_lost = 0
         self._links: list[int] = []  # raw tracepoint links of the backup programs
@@ -141,12 +142,15 @@ class Tracer:
         BTF.forget()
         _release_compiler_memory()
         self._counters = self.bpf["counters"]
+        self.knobs = Knobs(self.bpf["knobs"])
+        self.aggregates = (AggMaps(self.bpf, self.knobs, ddbins.table(ddbins.RELATIVE_ACCURACY))
+                           if self.opts.aggregate else None)
         self._open_buffer()
 
     # --- loading -------------------------------------------------------
     def _cflags(self) -> list[str]:
         flags = [f"-I{bpf_dir()}", f"-DRINGBUF_PAGES={int(self.opts.ringbuf_pages)}",
-                 f"-DMAX_SOCKS={int(self.opts.max_socks)}", f"-DPROC_COUNTS={int(self.opts.proc_counts)}"]
+                 f"-DMAX_SOCKS={int(self.opts.max_socks)}", f"-DAGGREGATE={int(self.opts.aggregate)}"]
         flags += [f"-D{k}={int(v)}" for k, v in sock_fields.cflags().items()]
         for st in self.statuses.values():
             defines = {k: 0 for m in st.hook.methods for k in m.cflags}
@@ -267,7 +271,7 @@ class Tracer:
             self._poll = self.bpf.perf_buffer_poll
 
     def _poll_ring(self, timeout_ms: int) -> None:
-        # The programs wake us only for a process's first record (bpf/maps.c):
+        # The programs wake us only for a process's first record (bpf/emit.c):
         # consume what is there; when nothing was, wait in epoll for such a
         # wake-up or one tick, whichever is first, and consume again. Any
         # other record waits at most one tick; the 8 MiB ring holds seconds
@@ -295,6 +299,10 @@ class Tracer:
             "lost_buffer_full": total(layout.CNT_LOST_RINGBUF),
             "lost_state_map_full": total(layout.CNT_LOST_STATE_MAP),
             "listener_map_full": total(layout.CNT_LISTENER_MAP),
+            "aggregate_map_full": total(layout.CNT_AGG_FULL),
+            "not_sent": total(layout.CNT_NOT_SENT),
+            "sampled_out": total(layout.CNT_SAMPLED_OUT),
+            "folded": total(layout.CNT_FOLDED),
             "lost_perf": self.perf_lost,
             "malformed": self.malformed,
         }
@@ -333,31 +341,13 @@ class Tracer:
                 del socks[key]
             except KeyError:  # the kernel resolved it meanwhile
                 continue
-            ev = finalize(decode_state(raw), now)
-            for k in count_keys(ev):
-                self.user_counts[k] = self.user_counts.get(k, 0) + 1
-            out.append(ev)
+            out.append(finalize(decode_state(raw), now))
         return out
 
-    def proc_counts(self) -> dict[tuple[int, int, int], int]:
-        """Cumulative per-process counts (pid, kind, err) -> n: kept by the
-        kernel before its buffer can drop a record, plus reaped records."""
-        out = dict(self.user_counts)
-        for k, v in self.bpf["proc_counts"].items():  # per-CPU values (bpf/maps.c)
-            key = (k.pid, k.kind, k.err)
-            out[key] = out.get(key, 0) + sum(v)
-        return out
-
-    def forget_proc_counts(self, pids: set[int]) -> None:
-        """Drops the counts of processes that are gone and done."""
-        table = self.bpf["proc_counts"]
-        for k in list(table.keys()):
-            if k.pid in pids:
-                try:
-                    del table[k]
-                except KeyError:
-                    pass
-        self.user_counts = {k: v for k, v in self.user_counts.items() if k[0] not in pids}
+    def take_aggregates(self) -> tuple[list, list]:
+        """The kernel's counts since the last take, raw (kernel/aggmaps.py);
+        ([], []) when the programs were loaded without aggregation."""
+        return self.aggregates.take() if self.aggregates else ([], [])
 
     def hook_choices(self) -> dict[str, dict]:
         return {name: st.as_dict() for name, st in self.statuses.items()}

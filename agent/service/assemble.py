@@ -20,7 +20,7 @@ from ..kernel.loader import LoadOptions
 def load_options(cfg: Config) -> LoadOptions:
     return LoadOptions(ringbuf_pages=cfg.agent.buffer_pages, force=parse_force(cfg.agent.force_hooks),
                        strict=cfg.agent.strict,
-                       proc_counts=True)
+                       aggregate=True)
 
 
 def event_filter(cfg: Config) -> EventFilter:

@@ -62,7 +62,7 @@ class Daemon:
             self.pipe = pipe = Pipeline(
                 tracer, RecordBuilder(), sink, event_filter(cfg), queue_max=cfg.agent.queue_max,
                 aggregator=agg, diagnoser=diagnoser, connections=cfg.agent.connections, port_usage=usage,
-                failures_always=True)
+                failures_always=True, fold_after=cfg.agent.failure_records)
             now = time.monotonic()
             self.board = StatusBoard(pipe, tracer.hook_choices(), now)
             self.overload = OverloadControl(pipe, cfg.agent.cpu_budget, now)

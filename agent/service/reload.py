@@ -33,7 +33,8 @@ def apply(daemon, old: Config, new: Config) -> dict:
             raise
         if old.agent.output == "kafka" and new.agent.output != "kafka":
             _left_in_spool(spool_dir(old), new.agent.output)
-    pipe.set_policy(dataclasses.replace(pipe.policy, filter=event_filter(new), connections=new.agent.connections))
+    pipe.set_policy(dataclasses.replace(pipe.policy, filter=event_filter(new), connections=new.agent.connections,
+                                        fold_after=new.agent.failure_records))
     pipe.diagnoser.retune(new.diagnosis_thresholds())
     pipe.aggregator.retune(new.agent.window, new.window_thresholds())
     daemon.overload.budget = new.agent.cpu_budget

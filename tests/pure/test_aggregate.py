@@ -122,20 +122,46 @@ def test_threshold_overrides_reach_the_rules():
     assert Diagnoser(t.diagnosis).evaluate(agg.close(S)) == []  # 50/s < 1000/s, and 1 refusal < 2
 
 
-def test_kernel_counts_of_a_pid_seen_under_two_names_land_in_one_row():
-    """A process that renames itself (prctl PR_SET_NAME) after its first
-    connection shows up under two comms; the kernel counts by pid, so its
-    counts go to the busier row and the other row's counts are zero."""
-    agg = WindowAggregator(10, start_ns=0)
-    agg.add(event(comm=b"python3".ljust(16, b"\0"), start_ns=1, established_ns=2))
-    for i in range(3):
-        agg.add(event(comm=b"cs-peer".ljust(16, b"\0"), sport=41000 + i, start_ns=1, established_ns=2))
-    result = agg.close(10 * S)
-    result.apply_counts({(4242, L.PC_CONNECT_OK, 0): 5, (4242, L.PC_ACTIVE_CLOSE, 0): 2})
-    rows = {r["comm"]: r for r in _records(result)}
-    assert (rows["cs-peer"]["connects_ok"], rows["cs-peer"]["active_closes"]) == (5, 2)
-    assert (rows["python3"]["connects_ok"], rows["python3"]["active_closes"]) == (0, 0)
-    assert {r["counts_from"] for r in rows.values()} == {"kernel"}
+def _row(pid=4242, port=8080, latency=(), lifetime=(), **counts):
+    from agent.decode.aggregates import KernelRow
+    from agent.decode.ddbins import RELATIVE_ACCURACY, key_of
+
+    def bins(values_ns):
+        out = {}
+        for v in values_ns:
+            out[key_of(v, RELATIVE_ACCURACY)] = out.get(key_of(v, RELATIVE_ACCURACY), 0) + 1
+        return out
+
+    c = dict.fromkeys(L.AGG_COUNT_FIELDS, 0)
+    c.update(counts)
+    c["connects_ok"] = c["connects_ok"] or len(latency)
+    c["latency_max_ns"] = max(latency, default=0)
+    return KernelRow(pid=pid, comm="cs-peer", cgroup_id=1, family=socket.AF_INET, direction=L.DIR_OUTBOUND,
+                     daddr="169.254.1.2", port=port, counts=c, latency=bins(latency), lifetime=bins(lifetime),
+                     failures={111: counts.get("connects_failed", 0)} if counts.get("connects_failed") else {})
+
+
+def test_kernel_rows_of_two_windows_merged_equal_one_window():
+    """The kernel's rows of two windows, merged through their sketches and
+    counts, give what one window over both gives."""
+    lat = [37_000 + (i * 7919) % 5_000_000 for i in range(400)]
+    life = [(i * 104729) % 3_000_000_000 + 1 for i in range(400)]
+    one = WindowAggregator(20, start_ns=0)
+    one.add_kernel([_row(latency=lat, lifetime=life, closes=400, connects_failed=3)])
+    halves = [WindowAggregator(10, start_ns=0), WindowAggregator(10, start_ns=10 * S)]
+    halves[0].add_kernel([_row(latency=lat[:150], lifetime=life[:150], closes=150, connects_failed=1)])
+    halves[1].add_kernel([_row(latency=lat[150:], lifetime=life[150:], closes=250, connects_failed=2)])
+    [whole] = _records(one.close(20 * S))
+    parts = [_records(h.close((i + 1) * 10 * S))[0] for i, h in enumerate(halves)]
+    for name in ("connect_latency_sketch", "lifetime_sketch"):
+        merged = sketch.from_json(parts[0][name])
+        merged.merge(sketch.from_json(parts[1][name]))
+        assert sketch.percentiles(merged) == sketch.percentiles(sketch.from_json(whole[name]))
+        assert merged.count == 400
+    for field in ("connects_ok", "connects_failed", "closes"):
+        assert parts[0][field] + parts[1][field] == whole[field]
+    assert whole["failures"] == {"ECONNREFUSED": 3} and whole["counts_from"] == "kernel"
+    assert whole["connect_latency_us"]["max"] == max(lat) // 1000
 
 
 def test_a_connect_without_handshake_time_is_counted_untimed_not_sketched():
