@@ -25,7 +25,7 @@ def test_every_slot_boundary_bins_as_the_library_does(mapping):
         if not last:
             continue
         for v in (last - 1, last, last + 1):
-            if v > 0:
+            if 0 < v < 1 << 64:
                 assert ddbins.key_of(v, ddbins.RELATIVE_ACCURACY) == mapping.key(v / ddbins.NS_PER_UNIT), v
 
 
