@@ -288,15 +288,15 @@ def test_port_exhaustion_risk_before_eaddrnotavail_then_exhausted(summaries, net
     assert "connection pool" in exhausted["hint"]
 
 
-def test_summary_counts_stay_exact_when_the_buffer_drops_records(netpair, peer_cmd):
+def test_summary_counts_stay_exact_when_the_buffer_drops_records(netpair, peer_cmd, tmp_path):
     """A one-page ring buffer (about 28 records) overflows under a burst:
-    records are lost, and reported lost, while the per-process counts in the
-    summaries, kept in the kernel, stay exact."""
+    per-connection records are lost, and reported lost, while the counts in
+    the summaries, kept in the kernel, stay exact."""
     n = 600
     lab = Lab(netpair, peer_cmd, "ipv4")
     port = pick_port()
     _, listening = lab.server(port, "close")
-    with AgentRun("--summary", "--window", "1", "--buffer-pages", "1") as run:
+    with AgentRun("--window", "1", "--buffer-pages", "1", "--state-dir", str(tmp_path), command=("run",)) as run:
         cp = lab.pair.run(lab.pair.client_ns, peer_cmd("burst", "--addr", lab.server_addr, "--port", port,
                                                        "--count", n), timeout=120)
         burst = [__import__("json").loads(l) for l in cp.stdout.splitlines()][-1]

@@ -96,28 +96,31 @@ def _refused_port() -> int:
     return port
 
 
-@pytest.mark.parametrize("proc_counts", [False, True])
-def test_per_process_counts_are_kept_only_when_asked(proc_counts):
-    """Plain tracing pays no per-record map update; summaries get exact counts."""
+@pytest.mark.parametrize("aggregate", [False, True])
+def test_window_counts_are_kept_in_the_kernel_only_when_asked(aggregate):
+    """Plain tracing pays no aggregation; summaries get the kernel's rows:
+    this process's connect (outbound to the port) and accept (inbound on it)."""
     import os
     import time
 
     from agent.decode import layout as L
+    from agent.decode.aggregates import rows
     from agent.kernel.loader import LoadOptions, Tracer
 
-    tracer = Tracer(LoadOptions(proc_counts=proc_counts))
+    tracer = Tracer(LoadOptions(aggregate=aggregate))
     try:
         port = _loopback_roundtrip()
         deadline, seen = time.monotonic() + 10, []
         while time.monotonic() < deadline and not any(e.type == L.EV_CONNECT and e.dport == port for e in seen):
             seen += tracer.poll(100)
         assert any(e.type == L.EV_CONNECT and e.dport == port and e.pid == os.getpid() for e in seen)
-        mine = {k: v for k, v in tracer.proc_counts().items() if k[0] == os.getpid()}
-        if proc_counts:
-            assert mine.get((os.getpid(), L.PC_CONNECT_OK, 0)) == 1
-            assert mine.get((os.getpid(), L.PC_ACCEPT, 0)) == 1
+        mine = {r.dest: r for r in rows(*tracer.take_aggregates()) if r.pid == os.getpid() and r.port == port}
+        if aggregate:
+            out, inb = mine[("127.0.0.1", port, "outbound")], mine[("*", port, "inbound")]
+            assert (out.counts["connects_ok"], sum(out.latency.values()), out.counts["accepts"]) == (1, 1, 0)
+            assert (inb.counts["accepts"], inb.counts["connects_ok"]) == (1, 0)
         else:
-            assert tracer.proc_counts() == {}
+            assert mine == {} and b"agg_rows0" not in tracer.bpf.tables
     finally:
         tracer.close()
 

@@ -22,15 +22,19 @@ def compiled():
 BPF_ARRAY(rec, struct conn_record, 1);
 BPF_ARRAY(lkey, struct listener_key, 1);
 BPF_ARRAY(lowner, struct listener_owner, 1);
-BPF_ARRAY(pckey, struct proc_count_key, 1);
+BPF_ARRAY(aggkey, struct agg_key, 1);
+BPF_ARRAY(aggcounts, struct agg_counts, 1);
+BPF_ARRAY(binkey, struct agg_bin_key, 1);
+BPF_ARRAY(ddbin, struct dd_bin, 1);
 """
     b = BPF(text=text.encode(), cflags=[f"-I{bpf_dir()}"])
-    yield {name: b[name.encode()].Leaf for name in ("rec", "lkey", "lowner", "pckey")}
+    yield {name: b[name.encode()].Leaf for name in ("rec", "lkey", "lowner", "aggkey", "aggcounts", "binkey", "ddbin")}
     b.cleanup()
 
 
 @pytest.mark.parametrize("table,mirror", [("rec", L.ConnRecord), ("lkey", L.ListenerKey), ("lowner", L.ListenerOwner),
-                                           ("pckey", L.ProcCountKey)])
+                                           ("aggkey", L.AggKey), ("aggcounts", L.AggCounts),
+                                           ("binkey", L.AggBinKey), ("ddbin", L.DdBin)])
 def test_mirror_matches_compiled_layout(compiled, table, mirror):
     leaf = compiled[table]
     assert ctypes.sizeof(leaf) == ctypes.sizeof(mirror)
