@@ -83,15 +83,35 @@ static __always_inline void inbound_start(struct conn_record *st, struct listene
 	}
 }
 
+/* The socket's fields, read only on the transitions that need them: the
+ * raw tracepoint reads them from the socket (a probe read each, the bulk
+ * of a run's cost), so most transitions of a tracked socket read none. The
+ * tracepoint's record already holds them (family set: nothing to do). */
+static __always_inline void need_fields(struct sk_fields *f)
+{
+#ifdef OFF_SK_PROTOCOL
+	if (!f->family)
+		sk_fields_read(f, f->skaddr);
+#endif
+}
+
 static __always_inline int set_state(void *ctx, struct sk_fields *args)
 {
 	u64 sk = args->skaddr;
 	int old = args->oldstate, new = args->newstate;
-	u64 now = bpf_ktime_get_ns();
+
+	/* Between the closing states nothing is decided: who closed first is
+	 * known at FIN_WAIT1/CLOSE_WAIT, the end at CLOSE (2 of a connection's
+	 * 10 runs). */
+	if (new == ST_FIN_WAIT2 || new == ST_LAST_ACK || new == ST_CLOSING)
+		return 0;
 
 	struct listener_key lk;
-	listener_key_from(&lk, args->family, args->saddr, args->saddr_v6, args->sport);
 	if (new == ST_LISTEN || (old == ST_LISTEN && new == ST_CLOSE)) {
+		need_fields(args);
+		if (args->protocol != IPPROTO_TCP)
+			return 0;
+		listener_key_from(&lk, args->family, args->saddr, args->saddr_v6, args->sport);
 		if (new == ST_LISTEN)
 			listener_add(&lk);
 		else
@@ -103,6 +123,9 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 		/* tcp_v4/v6_connect set SYN_SENT before inet_hash_connect()
 		 * picks the source port: sport is still 0 here and is stored
 		 * by the next transition. */
+		need_fields(args);
+		if (args->protocol != IPPROTO_TCP)
+			return 0;
 		struct conn_record *cs = connect_start(ctx, sk);
 		if (cs)
 			STORE_ADDRS(cs, args);
@@ -110,19 +133,34 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 		return 0;
 	}
 
+	u64 now = bpf_ktime_get_ns();
 	struct conn_record *st;
 	if (old == ST_LISTEN && new == ST_SYN_RECV) {
 		/* the child socket, cloned from the listener */
+		need_fields(args);
+		if (args->protocol != IPPROTO_TCP)
+			return 0;
 		st = state_new(ctx, sk);
 		if (!st)
 			return 0;
 		st->start_ns = now;
 		STORE_ADDRS(st, args);
+		listener_key_from(&lk, args->family, args->saddr, args->saddr_v6, args->sport);
 		inbound_start(st, &lk);
 		return 0;
 	}
 
 	st = socks.lookup(&sk);
+	if (!st) {
+		/* not tracked: a socket of another protocol, or one whose start
+		 * was skipped or predates connscope (below) */
+		if (old != ST_ESTABLISHED && new != ST_ESTABLISHED)
+			return 0;
+		need_fields(args);
+		if (args->protocol != IPPROTO_TCP)
+			return 0;
+		listener_key_from(&lk, args->family, args->saddr, args->saddr_v6, args->sport);
+	}
 	if (!st && new == ST_ESTABLISHED && (old == ST_SYN_SENT || old == ST_SYN_RECV)) {
 		/* The start of this connection was skipped (see state_new):
 		 * report it from here, flagged, without a start time. An
@@ -155,12 +193,19 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 	} else if (old == ST_ESTABLISHED && !(st->flags & F_ESTABLISHED)) {
 		/* The transition to ESTABLISHED was skipped: its record is
 		 * emitted late, flagged, with no handshake time. */
+		need_fields(args);
 		st->flags |= F_ESTABLISHED | F_INCOMPLETE;
 		STORE_ADDRS(st, args);
 		emit(ctx, st, st->direction == DIR_INBOUND ? EV_ACCEPT : EV_CONNECT);
 	}
 
-	STORE_ADDRS(st, args);
+	/* A connect's source port is bound after its SYN_SENT run (tracepoint
+	 * method) and its state's addresses are read here, once; a socket
+	 * whose start stored them all reads nothing more. */
+	if (!st->sport) {
+		need_fields(args);
+		STORE_ADDRS(st, args);
+	}
 	switch (new) {
 	case ST_ESTABLISHED: {
 		st->established_ns = now;
@@ -225,12 +270,10 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 #if HAVE_LIFECYCLE == HOOK_RAW_TP
 static __always_inline void set_state_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	/* TP_PROTO(const struct sock *sk, const int oldstate, const int newstate) */
-	u64 sk = ctx->args[0];
-	if (sk_protocol(sk) != IPPROTO_TCP)
-		return;
+	/* TP_PROTO(const struct sock *sk, const int oldstate, const int newstate).
+	 * Fields are read on demand (need_fields): family 0 says not yet. */
 	struct sk_fields f = {};
-	sk_fields_read(&f, sk);
+	f.skaddr = ctx->args[0];
 	f.oldstate = (int)ctx->args[1];
 	f.newstate = (int)ctx->args[2];
 	set_state(ctx, &f);
@@ -243,6 +286,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
 	if (args->protocol != IPPROTO_TCP)
 		return 0;
+	if (args->newstate == ST_FIN_WAIT2 || args->newstate == ST_LAST_ACK || args->newstate == ST_CLOSING)
+		return 0; /* as set_state(), before the copy */
 	struct sk_fields f = {};
 	SK_FIELDS_FROM_RECORD(f, args);
 	f.skaddr = (u64)args->skaddr;
