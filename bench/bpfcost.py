@@ -17,7 +17,7 @@ import json
 import time
 
 from . import gen
-from .agents import CONNSCOPE, Config, Tracer
+from .agents import REPO, Config, Tracer
 from .lab import BenchLab
 from .profile import STATS_SYSCTL, _bpf_progs, _prog_names
 
@@ -28,7 +28,11 @@ CONFIGS = {
 
 
 def measure(lab: BenchLab, name: str, rate: float, seconds: float, port: int) -> dict:
-    tracer = Tracer(Config(name, [str(CONNSCOPE), *CONFIGS[name]], "connscope"), f"bpfcost-{name}")
+    # `python -m agent` from this checkout (not the venv's console script, which
+    # imports whichever checkout the venv was installed from): a worktree of
+    # another commit measures that commit's programs.
+    argv = [str(REPO / ".venv" / "bin" / "python"), "-m", "agent", *CONFIGS[name]]
+    tracer = Tracer(Config(name, argv, "connscope"), f"bpfcost-{name}")
     try:
         tracer.start()
         time.sleep(0.3)

@@ -124,7 +124,13 @@ static __always_inline void agg_bin(u64 gen, struct agg_bin_key *bk, u8 kind, s3
 		count(CNT_AGG_FULL);
 }
 
-#define ADD(field, n) __sync_fetch_and_add(&a->field, (n))
+/* atomic: per-CPU, but a raw tracepoint program can interrupt another one
+ * here; most added values are 0 and skip the locked add */
+#define ADD(field, n)                                                      \
+	do {                                                               \
+		if (n)                                                     \
+			__sync_fetch_and_add(&a->field, (n));              \
+	} while (0)
 
 /* Counts one record into its row; returns the row (for folding) or 0. */
 static __always_inline struct agg_counts *aggregate(struct conn_record *rec, u8 type)

@@ -46,6 +46,7 @@
 #define HOOK_KPROBE 2
 #define HOOK_TRACEPOINT 3
 #define HOOK_RAW_TP 4 /* raw tracepoint: its own recursion guard, not the shared one */
+#define HOOK_FD_WALK 5 /* socket_syscall: the fd's socket read when a connect fails */
 
 /* Indexes of the per-CPU counters map (counters). */
 #define CNT_EMITTED 0        /* records handed to the ring/perf buffer */

@@ -133,7 +133,6 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 		return 0;
 	}
 
-	u64 now = bpf_ktime_get_ns();
 	struct conn_record *st;
 	if (old == ST_LISTEN && new == ST_SYN_RECV) {
 		/* the child socket, cloned from the listener */
@@ -143,7 +142,7 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 		st = state_new(ctx, sk);
 		if (!st)
 			return 0;
-		st->start_ns = now;
+		st->start_ns = bpf_ktime_get_ns();
 		STORE_ADDRS(st, args);
 		listener_key_from(&lk, args->family, args->saddr, args->saddr_v6, args->sport);
 		inbound_start(st, &lk);
@@ -200,15 +199,25 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 	}
 
 	/* A connect's source port is bound after its SYN_SENT run (tracepoint
-	 * method) and its state's addresses are read here, once; a socket
-	 * whose start stored them all reads nothing more. */
+	 * method): the raw tracepoint reads that one field here, the rest was
+	 * stored at the start. A socket whose start stored everything reads
+	 * nothing more. */
 	if (!st->sport) {
-		need_fields(args);
-		STORE_ADDRS(st, args);
+#ifdef OFF_SK_PROTOCOL
+		if (!args->family && st->family) {
+			u16 port = 0;
+			SK_READ(port, sk, OFF_INET_SPORT);
+			st->sport = __builtin_bswap16(port);
+		} else
+#endif
+		{
+			need_fields(args);
+			STORE_ADDRS(st, args);
+		}
 	}
 	switch (new) {
 	case ST_ESTABLISHED: {
-		st->established_ns = now;
+		st->established_ns = bpf_ktime_get_ns();
 		st->flags |= F_ESTABLISHED;
 		if (old == ST_SYN_SENT) {
 			emit(ctx, st, EV_CONNECT);
@@ -239,7 +248,7 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 	}
 
 	/* -> CLOSE */
-	st->end_ns = now;
+	st->end_ns = bpf_ktime_get_ns();
 	st->flags |= F_CLOSING;
 	/* closed_by stays NONE here when no FIN came first: resolve() decides
 	 * it, because an abortive close (SO_LINGER 0, tcp_disconnect) moves to

@@ -1,12 +1,13 @@
-/* syscalls.c: connect(2) and socket(2), in the calling task's context.
+/* syscalls.c: connect(2) and getsockopt(2), in the calling task's context.
  *
  * connect() entry gives the start time and the destination; its exit
  * gives the errno of failures that leave no error report (EADDRNOTAVAIL:
  * no port left, so no SYN and no sk_err) and of failures that never reach
  * TCP at all (ENETUNREACH from the route lookup, EACCES, ...). For the
- * latter only the fd says the socket is TCP, so socket(2) is tracked too;
- * sockets created before connscope started are not known to be TCP and
- * their pre-TCP failures are not reported.
+ * latter only the fd says the socket is TCP (the socket_syscall hook): its
+ * socket is read through the fd table at BTF offsets when the connect
+ * fails, or, without BTF, socket(2) is tracked, and sockets created before
+ * connscope started are then not known to be TCP.
  */
 
 /* A file descriptor of a process: (tgid << 32) | fd. */
@@ -100,6 +101,58 @@ TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
 }
 #endif /* HAVE_SO_ERROR_SYSCALL && HAVE_CONNECT_SYSCALL */
 
+#if HAVE_SOCKET_SYSCALL == HOOK_FD_WALK && defined(OFF_TASK_FILES)
+#define ENOTSOCK 88
+#define EBADF 9
+/* Whether a failed connect's fd is a TCP socket, read through the task's
+ * fd table at BTF offsets (agent/kernel/sock_fields.py, FD_WALK). connect()
+ * failed with neither EBADF nor ENOTSOCK, so the fd held a socket: its
+ * file's private_data is a struct socket. */
+static __always_inline int fd_is_tcp(u64 id, u32 fd, long ret)
+{
+	if (ret == -EBADF || ret == -ENOTSOCK)
+		return 0;
+	u64 task = bpf_get_current_task();
+	u64 files = 0, fdt = 0, fds = 0, file = 0, sock = 0, sk = 0;
+	u32 max_fds = 0;
+	u16 family = 0, type = 0;
+	SK_READ(files, task, OFF_TASK_FILES);
+	if (!files)
+		return 0;
+	SK_READ(fdt, files, OFF_FILES_FDT);
+	if (!fdt)
+		return 0;
+	SK_READ(max_fds, fdt, OFF_FDT_MAX_FDS);
+	if (fd >= max_fds)
+		return 0;
+	SK_READ(fds, fdt, OFF_FDT_FD);
+	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), (void *)(fds + (u64)fd * 8)) || !file)
+		return 0;
+	SK_READ(sock, file, OFF_FILE_PRIVATE_DATA);
+	if (!sock)
+		return 0;
+	SK_READ(sk, sock, OFF_SOCKET_SK);
+	if (!sk)
+		return 0;
+	SK_READ(family, sk, OFF_SK_FAMILY);
+	SK_READ(type, sk, OFF_SK_TYPE);
+	return (family == AF_INET || family == AF_INET6) && type == SOCK_STREAM &&
+	       sk_protocol(sk) == IPPROTO_TCP;
+}
+#elif HAVE_SOCKET_SYSCALL
+static __always_inline int fd_is_tcp(u64 id, u32 fd, long ret)
+{
+	u64 fdkey = fd_key(id, fd);
+	u8 *is_tcp = tcp_fds.lookup(&fdkey);
+	return is_tcp && *is_tcp;
+}
+#else
+static __always_inline int fd_is_tcp(u64 id, u32 fd, long ret)
+{
+	return 0; /* unknown: a pre-TCP failure is not reported */
+}
+#endif
+
 #if HAVE_CONNECT_SYSCALL
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
@@ -157,9 +210,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 		goto out;
 	}
 
-	u64 fdkey = fd_key(id, call->fd);
-	u8 *is_tcp = tcp_fds.lookup(&fdkey);
-	if (!is_tcp || !*is_tcp)
+	if (!fd_is_tcp(id, call->fd, ret))
 		goto out;
 	u32 zero = 0;
 	struct conn_record *tmpl = zero_record.lookup(&zero);
@@ -182,7 +233,7 @@ out:
 }
 #endif /* HAVE_CONNECT_SYSCALL */
 
-#if HAVE_SOCKET_SYSCALL
+#if HAVE_SOCKET_SYSCALL == HOOK_TRACEPOINT
 TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 {
 	int family = args->family, type = args->type & 0xf, proto = args->protocol;

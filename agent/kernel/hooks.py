@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..decode.layout import HOOK_FENTRY, HOOK_KPROBE, HOOK_RAW_TP, HOOK_TRACEPOINT
+from ..decode.layout import HOOK_FD_WALK, HOOK_FENTRY, HOOK_KPROBE, HOOK_RAW_TP, HOOK_TRACEPOINT
 from . import features, sock_fields
 from .features import Probe
 
@@ -171,8 +171,14 @@ HOOKS: tuple[Hook, ...] = (
          (_tp_method("syscalls", "sys_enter_getsockopt", "sys_exit_getsockopt", define="HAVE_SO_ERROR_SYSCALL"),),
          "a connect whose soft error (an ICMP answer during connect()) the application read with "
          "getsockopt(SO_ERROR) before closing shows as ABORTED"),
+    # Which fd is a TCP socket, for a connect that fails before TCP sees it.
+    # Reading the fd's socket when such a connect fails costs nothing per
+    # connection; tracking every socket(2) call cost about 0.7 us per
+    # connection (bench/bpfcost.py) and misses sockets made before the agent.
     Hook("socket_syscall", False,
-         (_tp_method("syscalls", "sys_enter_socket", "sys_exit_socket", define="HAVE_SOCKET_SYSCALL"),),
+         (Method("fd_walk", "the failed connect's fd, read at sys_exit_connect (BTF offsets)",
+                 sock_fields.fd_walk_probe, {"HAVE_SOCKET_SYSCALL": HOOK_FD_WALK}),
+          _tp_method("syscalls", "sys_enter_socket", "sys_exit_socket", define="HAVE_SOCKET_SYSCALL")),
          "failures before TCP (ENETUNREACH, EACCES) are not reported"),
     _tp_hook("retransmit", False, "tcp", "tcp_retransmit_skb", define="HAVE_RETRANSMIT",
              effect="syn_retransmits and retransmits stay 0"),

@@ -31,6 +31,36 @@ FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# The walk from the current task to the socket behind one of its fds
+# (bpf/syscalls.c, fd_is_tcp): only on a failed connect, instead of
+# tracking every socket(2) call.
+FD_WALK: dict[str, tuple[tuple[str, str], ...]] = {
+    "OFF_TASK_FILES": (("task_struct", "files"),),
+    "OFF_FILES_FDT": (("files_struct", "fdt"),),
+    "OFF_FDT_MAX_FDS": (("fdtable", "max_fds"),),
+    "OFF_FDT_FD": (("fdtable", "fd"),),
+    "OFF_FILE_PRIVATE_DATA": (("file", "private_data"),),
+    "OFF_SOCKET_SK": (("socket", "sk"),),
+    "OFF_SK_TYPE": (("sock", "sk_type"),),
+}
+
+
+@cache
+def fd_walk_offsets() -> dict[str, int]:
+    """{-D name: byte offset} of the fd walk; BTFError when BTF lacks one."""
+    btf = BTF.vmlinux()
+    return {name: sum(btf.member_offset(s, m) for s, m in path) for name, path in FD_WALK.items()}
+
+
+def fd_walk_probe() -> Probe:
+    try:
+        fd_walk_offsets()
+        offsets()
+    except BTFError as err:
+        return Probe(False, f"fd-to-socket offsets not in kernel BTF: {err}")
+    return Probe(True)
+
+
 @cache
 def offsets() -> dict[str, int]:
     """{-D name: byte offset}; BTFError when the kernel's BTF lacks one."""
@@ -60,8 +90,11 @@ def args_probe(tracepoint: str, reads: tuple[str, ...]) -> Probe:
 
 
 def cflags() -> dict[str, int]:
-    """The offsets as -D values, or none (the raw programs are then not built)."""
-    try:
-        return offsets()
-    except BTFError:
-        return {}
+    """The offsets as -D values, or none (the programs that read them are then not built)."""
+    out: dict[str, int] = {}
+    for group in (offsets, fd_walk_offsets):
+        try:
+            out.update(group())
+        except BTFError:
+            pass
+    return out

@@ -80,6 +80,43 @@ def test_net_unreachable_without_route_sends_nothing(agent, lab):
     assert rec["syn_retransmits"] == 0
 
 
+def test_a_socket_older_than_the_agent_still_reports_its_pre_tcp_failure(netpair, peer_cmd):
+    """The fd_walk method reads the failed connect's socket through the fd
+    table: a socket made before the agent started (which tracking socket(2)
+    cannot know) still has its ENETUNREACH reported."""
+    import subprocess
+    import sys
+
+    from ..agentrun import AgentRun
+    from .conftest import Lab
+
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    script = ("import os, socket, sys\n"
+              "s = socket.socket()\n"
+              "sys.stdout.write('made\\n'); sys.stdout.flush()\n"
+              "sys.stdin.readline()\n"
+              f"e = s.connect_ex(('{lab.unrouted}', {port}))\n"
+              "sys.stdout.write(f'{os.getpid()} {e}\\n'); sys.stdout.flush()\n")
+    proc = lab.pair.popen(lab.pair.client_ns, [sys.executable, "-c", script], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "made\n"
+        with AgentRun("--force-hook", "socket_syscall=fd_walk") as run:
+            start = run.wait_for(lambda r: r["type"] == "agent" and r["event"] == "start")[0]
+            assert start["hooks"]["socket_syscall"]["method"] == "fd_walk"
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            pid, err = map(int, proc.stdout.readline().split())
+            assert err == 101
+            [rec] = run.wait_for(match(type="connect", pid=pid, dport=port), timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (rec["error"], rec["daddr"], rec["syscall_only"], rec["pid_source"]) == (
+        "ENETUNREACH", lab.unrouted, True, "syscall")
+
+
 def test_ephemeral_ports_exhausted(agent, lab):
     port = pick_port()
     lab.server(port, "close")
