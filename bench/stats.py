@@ -55,6 +55,8 @@ def derive(data: dict) -> dict:
             if "kernel_retransmits" in ph and run["config"] == "per-connection":
                 add("retrans_seen", ph.get("retransmits", 0))
                 add("retrans_kernel", ph["kernel_retransmits"])
+    # BPF run time per connection at saturation, from the profile (one run per mode)
+    out["_profile_bpf_ns"] = {mode: p.get("bpf_ns_per_conn") for mode, p in (data.get("profile") or {}).items()}
     return out
 
 

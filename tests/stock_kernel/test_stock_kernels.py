@@ -32,7 +32,7 @@ RELEASES = StockKernel.releases()
 FIRST_CHOICES = {
     "tcp_connect": "fentry", "lifecycle": "raw_tracepoint", "error_report": "raw_tracepoint",
     "destroy": "raw_tracepoint", "connect_syscall": "tracepoint", "so_error_syscall": "tracepoint",
-    "socket_syscall": "tracepoint", "retransmit": "raw_tracepoint", "synack_retransmit": "tracepoint",
+    "socket_syscall": "fd_walk", "retransmit": "raw_tracepoint", "synack_retransmit": "tracepoint",
     "reset_sent": "raw_tracepoint", "reset_received": "raw_tracepoint", "first_io": "raw_tracepoint",
     "event_buffer": "ringbuf",
 }
@@ -51,11 +51,15 @@ DESELECT = "not still_holds_the_socket and not random_drop"
 # The fatal ICMP path does not depend on how the connect was hooked: a forced
 # method runs one code of it per family (as icmpx sends it), the agent's own
 # choices run every code.
-DESELECT_FORCED = DESELECT + " and (not fatal_icmp or icmpx)"
+DESELECT_FORCED = DESELECT + " and (not fatal_icmp or icmpx) and not older_than_the_agent"
 # With the agent's own choices, also: a method whose C is broken on purpose
 # falls back (fentry -> kprobe here), and the raw programs read sockets at
-# this kernel's BTF offsets correctly (BPF_PROG_TEST_RUN on real sockets).
-DEFAULT_EXTRA = ["tests/kernel/test_load_fallback.py", "tests/kernel/test_unseen_close.py"]
+# this kernel's BTF offsets correctly (BPF_PROG_TEST_RUN on real sockets),
+# and the kernel's window counts (bpf/aggregate.c) count a connection. The
+# fd_walk test (a pre-TCP failure of a socket older than the agent) starts
+# its own agent, so it runs here only.
+DEFAULT_EXTRA = ["tests/kernel/test_load_fallback.py", "tests/kernel/test_unseen_close.py",
+                 "tests/kernel/test_hooks.py::test_window_counts_are_kept_in_the_kernel_only_when_asked[True]"]
 
 RUNS = {  # name -> agent flags
     "default": "",
