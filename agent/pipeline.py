@@ -26,7 +26,8 @@ from .aggregate.diagnose import Diagnoser
 from .aggregate.window import WindowAggregator
 from .decode import layout
 from .decode.aggregates import rows as kernel_rows
-from .decode.events import ConnEvent
+from .decode.events import ConnEvent, decode_state
+from .decode.finalize import finalize
 from .filters import EventFilter, is_failure
 from .records.aggregates import diagnosis_record, summary_records
 from .records.build import RecordBuilder
@@ -195,7 +196,8 @@ class Pipeline:
                 self._q.put(diagnosis_record(self.builder, result, finding))
 
     def _reap(self) -> None:
-        events = self.tracer.reap_closed(self.REAP_S)
+        now = time.monotonic_ns()
+        events = [finalize(decode_state(raw), now) for raw in self.tracer.take_stale_closing(self.REAP_S)]
         if events:
             self.reaped += len(events)
             if self.aggregator is not None:  # the kernel never counted these

@@ -39,6 +39,7 @@
 #define F_ESTABLISHED 0x10 /* reached ESTABLISHED */
 #define F_CLOSING 0x20     /* reached CLOSE; waiting for the errno, if any */
 #define F_INCOMPLETE 0x40  /* the kernel skipped one of this socket's events */
+#define F_AWAIT_ERR 0x80   /* in the closing map, waiting for its error report (never emitted) */
 
 /* Attach methods: the value of a hook's -D flag (HAVE_*, CONNECT_HOOK) when
  * the loader chose that method for it (agent/kernel/hooks.py); 0 = none. */

@@ -84,9 +84,12 @@ static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 static __always_inline void resolve(void *ctx, struct conn_record *st)
 {
 	u64 sk = st->skaddr;
-	struct tuple_key k = {};
-	tuple_from_state(&k, st);
-	closing.delete(&k);
+	if (st->flags & F_AWAIT_ERR) {
+		struct tuple_key k = {};
+		tuple_from_state(&k, st);
+		closing.delete(&k);
+		st->flags &= ~F_AWAIT_ERR;
+	}
 	if (!st->end_ns)
 		st->end_ns = bpf_ktime_get_ns();
 	if (st->err)

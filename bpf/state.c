@@ -262,6 +262,19 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 			st->flags |= F_TIME_WAIT;
 	}
 
+#if HAVE_LIFECYCLE == HOOK_RAW_TP
+	/* Every error report of a TCP socket sets sk_err before it runs:
+	 * tcp_done_with_error() (a reset) sets it, then moves to CLOSE, then
+	 * reports; a timeout, tcp_abort() and a fatal ICMP report first and
+	 * then move to CLOSE, all under the socket's lock. With sk_err 0 here
+	 * no error came and none will: the socket's destruction resolves it,
+	 * and the tuple maps are not touched (about 0.3 us per socket). The
+	 * perf-event tracepoint's record has no sk_err. */
+	int sk_err = 0;
+	SK_READ(sk_err, sk, OFF_SK_ERR);
+	if (!sk_err)
+		return 0;
+#endif
 	struct tuple_key k;
 	tuple_from_state(&k, st);
 	s32 *early = early_err.lookup(&k);
@@ -272,6 +285,7 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 		resolve(ctx, st);
 		return 0;
 	}
+	st->flags |= F_AWAIT_ERR;
 	closing.update(&k, &sk);
 	return 0;
 }

@@ -157,21 +157,20 @@ static __always_inline int fd_is_tcp(u64 id, u32 fd, long ret)
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
 	void *uaddr = (void *)args->uservaddr;
-	u16 family = 0;
-	if (bpf_probe_read_user(&family, sizeof(family), uaddr) != 0)
+	/* one read of the larger form; an IPv4 sockaddr is its prefix */
+	struct sockaddr_in6_u sa = {};
+	u32 len = args->addrlen < sizeof(sa) ? args->addrlen : sizeof(sa);
+	if (len < sizeof(struct sockaddr_in_u) || bpf_probe_read_user(&sa, len & 0x1f, uaddr) != 0)
 		return 0;
 	struct connect_call c = {};
-	c.family = family;
-	if (family == AF_INET) {
-		struct sockaddr_in_u sin = {};
-		bpf_probe_read_user(&sin, sizeof(sin), uaddr);
-		c.dport = __builtin_bswap16(sin.port);
-		__builtin_memcpy(c.daddr, sin.addr, 4);
-	} else if (family == AF_INET6) {
-		struct sockaddr_in6_u sin6 = {};
-		bpf_probe_read_user(&sin6, sizeof(sin6), uaddr);
-		c.dport = __builtin_bswap16(sin6.port);
-		__builtin_memcpy(c.daddr, sin6.addr, 16);
+	c.family = sa.family;
+	if (sa.family == AF_INET) {
+		struct sockaddr_in_u *sin = (void *)&sa;
+		c.dport = __builtin_bswap16(sin->port);
+		__builtin_memcpy(c.daddr, sin->addr, 4);
+	} else if (sa.family == AF_INET6 && len >= sizeof(sa)) {
+		c.dport = __builtin_bswap16(sa.port);
+		__builtin_memcpy(c.daddr, sa.addr, 16);
 	} else {
 		return 0; /* AF_UNSPEC (disconnect), AF_UNIX, ... */
 	}

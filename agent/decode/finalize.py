@@ -3,7 +3,8 @@
 A socket that reached CLOSE normally ends in tcp_destroy_sock or an error
 report, where the kernel emits its record. When the kernel skipped that
 event (recursion guard), or the application holds a dead socket's fd, the
-state waits in the map; the reaper (kernel/loader.py) takes it out after a
+state waits in the map; the reaper (Pipeline._reap, through the loader's
+take_stale_closing) takes it out after a
 few seconds and this turns it into the record the kernel would have sent.
 Keep it in step with resolve(): tests/kernel/test_finalize_twin.py runs the real
 resolve() on the same states and compares.
@@ -21,6 +22,7 @@ def finalize(state: ConnEvent, now_ns: int) -> ConnEvent:
     ev = dataclasses.replace(state, ts_ns=now_ns)
     if not ev.end_ns:
         ev.end_ns = now_ns
+    ev.flags &= ~L.F_AWAIT_ERR  # resolve() drops its closing-map entry and the flag
     if ev.err:
         ev.flags &= ~L.F_TIME_WAIT
     established = bool(ev.flags & L.F_ESTABLISHED)

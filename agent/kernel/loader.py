@@ -17,10 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..decode import layout
-from ..decode.events import ConnEvent, MalformedRecord, decode, decode_state
-from ..decode import ddbins
-from ..decode.finalize import finalize
+from ..decode import ddbins, layout
+from ..decode.events import ConnEvent, MalformedRecord, decode
 from ..errors import ConnscopeError, KernelFeatureError
 from . import culprit, features, privileges, sock_fields
 from .aggmaps import AggMaps, Knobs
@@ -326,9 +324,10 @@ class Tracer:
         covered = {p for st in self.statuses.values() if st.method for p in st.method.covered}
         return {k: v for k, v in self.skipped_runs().items() if k not in covered}
 
-    def reap_closed(self, older_than_s: float = 5.0) -> list[ConnEvent]:
-        """Emits, from user space, sockets that reached CLOSE but whose end
-        the kernel never reported (see decode/finalize.py)."""
+    def take_stale_closing(self, older_than_s: float = 5.0) -> list[bytes]:
+        """Takes out of the socks map, raw, the states of sockets that reached
+        CLOSE over older_than_s ago but whose end the kernel never reported
+        (decode/finalize.py makes their records)."""
         socks = self.bpf["socks"]
         now = time.monotonic_ns()
         limit = int(older_than_s * 1e9)
@@ -341,7 +340,7 @@ class Tracer:
                 del socks[key]
             except KeyError:  # the kernel resolved it meanwhile
                 continue
-            out.append(finalize(decode_state(raw), now))
+            out.append(raw)
         return out
 
     def take_aggregates(self) -> tuple[list, list]:
