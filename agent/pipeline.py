@@ -38,6 +38,7 @@ KERNEL_LOSSES = {
     "lost_buffer_full": "buffer_full",
     "lost_perf": "perf_buffer_lost",
     "lost_state_map_full": "state_map_full",
+    "aggregate_map_full": "aggregate_map_full",
     "malformed": "malformed",
 }
 

@@ -161,8 +161,9 @@ struct dd_bin {
 #define KNOB_FOLD_AFTER 4         /* failure records per row and window; 0 = all */
 #define KNOB_MAX 8
 
-/* knobs[KNOB_RECORDS]. A process's first record is always sent: user space
- * reads its command line and unit from it while the process exists. */
+/* knobs[KNOB_RECORDS]. The first record of a window row is always sent:
+ * user space reads its process's command line and unit from it while the
+ * process exists. */
 #define REC_ALL 0
 #define REC_FAILURES 1
 #define REC_NONE 2

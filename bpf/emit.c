@@ -2,8 +2,10 @@
  * the knobs decide whether it is sent, and a sent record the buffer drops
  * is counted as lost; then the lifecycle helpers every hook shares. */
 
-/* Whether a counted record goes to user space. A process's first record
- * always does: user space reads its command line and unit while it lives. */
+/* Whether a counted record goes to user space. The first record of a
+ * window row always does: user space reads its process's command line and
+ * unit from it while the process lives (a map of pids already seen cost a
+ * lookup per record; the row is looked up anyway). */
 static __always_inline int want_record(struct conn_record *rec, u8 type, int first, void *row)
 {
 	int failure = record_is_failure(rec, type);
@@ -47,18 +49,11 @@ static __always_inline int want_record(struct conn_record *rec, u8 type, int fir
 static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 {
 	void *row = 0;
+	int first = 0; /* the record opened its window row: its process may be new */
 	rec->type = type;
 #if AGGREGATE
-	row = aggregate(rec, type);
+	row = aggregate(rec, type, &first);
 #endif
-	/* a lookup first: an LRU insert takes (and may evict) a free node even
-	 * when the key exists, on every record */
-	int first = 0;
-	u8 yes = 1;
-	if (rec->pid && !seen_pids.lookup(&rec->pid)) {
-		seen_pids.update(&rec->pid, &yes);
-		first = 1;
-	}
 	if (!want_record(rec, type, first, row))
 		return;
 	rec->ts_ns = bpf_ktime_get_ns();
@@ -68,9 +63,9 @@ static __always_inline void emit(void *ctx, struct conn_record *rec, u8 type)
 	 * each, measured as the reader's largest cost at 10k connections/s.
 	 * The reader consumes on a short tick instead (LoadOptions.ring_tick_ms
 	 * in agent/kernel/loader.py); the ring holds far more than one tick of
-	 * the heaviest churn. Except a process's first record: it wakes the
-	 * reader at once, so that user space reads the command line and unit
-	 * of a short-lived process while it still exists. BPF_RB_NO_WAKEUP = 1,
+	 * the heaviest churn. Except a row's first record: it wakes the reader
+	 * at once, so that user space reads the command line and unit of a
+	 * short-lived process while it still exists. BPF_RB_NO_WAKEUP = 1,
 	 * BPF_RB_FORCE_WAKEUP = 2 (uapi/linux/bpf.h). */
 	int rc = events.ringbuf_output(rec, sizeof(*rec), first ? 2 : 1);
 #else

@@ -117,9 +117,6 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 #else
 BPF_PERF_OUTPUT(events);
 #endif
-/* Pids whose first record was sent (see emit). A pid reused while its old
- * entry is still here counts as seen; an evicted one is sent again. */
-BPF_TABLE("lru_hash", u32, u8, seen_pids, 8192);
 /* What user space tells the programs (KNOB_* in connscope.h); all 0 at load. */
 BPF_ARRAY(knobs, u64, KNOB_MAX);
 

@@ -1,10 +1,11 @@
-"""The reader is woken for a process's first record, and not for every record.
+"""The reader is woken for a window row's first record, and not for every record.
 
-Records are written without a wake-up and read on a tick (bpf/maps.c, emit),
-which halves the agent's CPU under churn. A process's first record is the
-exception: user space must read its command line and unit while it exists,
-and a short-lived process is gone within one tick. The test sets the tick to
-5 s, so only the wake-up can bring the record within a second.
+Records are written without a wake-up and read on a tick (bpf/emit.c, emit),
+which halves the agent's CPU under churn. The first record of a (process,
+destination) row in a window is the exception: a summarising agent must read
+the process's command line and unit while it exists, and a short-lived
+process is gone within one tick. The test sets the tick to 5 s, so only the
+wake-up can bring the record within a second.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ TICK_MS = 5000
 def slow_tick_tracer():
     with own_tracer(("event_buffer", "ringbuf"),
                     "no BPF ring buffer on this kernel: the perf buffer wakes per its own watermark",
-                    ring_tick_ms=TICK_MS) as t:
+                    ring_tick_ms=TICK_MS, aggregate=True) as t:
         yield t
 
 
