@@ -136,11 +136,14 @@ def test_sampling_in_the_kernel_cuts_what_the_reader_receives_and_costs():
             while t.is_alive():
                 received += tracer.poll(50)
             t.join()
-            while True:  # what is still in the ring
-                more = tracer.poll(200)
-                if not more:
-                    break
-                received += more
+            # What is still in the ring: until a whole second brings nothing
+            # (a poll returns after one 50 ms tick at most).
+            quiet_since = time.monotonic()
+            while time.monotonic() - quiet_since < 1.0:
+                more = tracer.poll(50)
+                if more:
+                    received += more
+                    quiet_since = time.monotonic()
             cpu = time.thread_time_ns() - cpu0
             mine = [e for e in received if port[0] in (e.sport, e.dport) and e.pid == os.getpid()]
             counted = [r for r in rows(*tracer.take_aggregates()) if r.pid == os.getpid() and r.port == port[0]]
