@@ -46,10 +46,9 @@ def check(load_config) -> None:
 
 
 def _hooks(cfg) -> None:
-    from ..kernel.loader import Tracer
-    from ..service.assemble import load_options
+    from .. import build
 
-    tracer = Tracer(load_options(cfg))
+    tracer = build.tracer(cfg, build.service_mode(cfg))
     try:
         click.echo()
         click.echo(_FMT.format("HOOK", "METHOD", "STATE", "DETAIL"))

@@ -7,12 +7,10 @@ import functools
 import click
 
 import dataclasses
-from types import SimpleNamespace
 
 from ..aggregate.diagnose import DiagnosisThresholds
 from ..aggregate.window import Thresholds
 from ..kernel.hooks import force_choices, parse_force
-from ..kernel.loader import LoadOptions
 
 
 def _parse_force(_ctx, _param, values) -> dict[str, str]:
@@ -35,17 +33,19 @@ def tracer_options(fn):
     return wrapper
 
 
-def load_options(force: dict[str, str], strict: bool, buffer_pages: int) -> LoadOptions:
+def tracer_values(force: dict[str, str], strict: bool, buffer_pages: int) -> dict[str, tuple[object, str]]:
+    """The tracer flags as configuration values (config/load.py, from_values)."""
     if buffer_pages & (buffer_pages - 1):
         raise click.BadParameter(f"{buffer_pages} is not a power of two", param_hint="--buffer-pages")
-    return LoadOptions(ringbuf_pages=buffer_pages, force=force, strict=strict)
+    return {"agent.force_hooks": ([f"{k}={v}" for k, v in force.items()], "--force-hook"),
+            "agent.strict": (strict, "--strict"), "agent.buffer_pages": (buffer_pages, "--buffer-pages")}
 
 
-def parse_thresholds(_ctx, _param, values) -> SimpleNamespace:
-    """NAME=VALUE pairs into the window and diagnosis thresholds."""
+def parse_thresholds(_ctx, _param, values) -> dict[str, tuple[object, str]]:
+    """NAME=VALUE pairs into configuration values of [thresholds]."""
     diag = {f.name: f.type for f in dataclasses.fields(DiagnosisThresholds)}
     win = {f.name: f.type for f in dataclasses.fields(Thresholds)}
-    d_over, w_over = {}, {}
+    out = {}
     for v in values:
         name, sep, raw = v.partition("=")
         kind = diag.get(name) or win.get(name)
@@ -57,6 +57,5 @@ def parse_thresholds(_ctx, _param, values) -> SimpleNamespace:
             raise click.BadParameter(f"{name} takes a number, not {raw!r}") from None
         if value < 0:
             raise click.BadParameter(f"{name} cannot be negative ({raw})")
-        (d_over if name in diag else w_over)[name] = value
-    return SimpleNamespace(diagnosis=DiagnosisThresholds(**d_over),
-                           short_lifetime_us=Thresholds(**w_over).short_lifetime_us)
+        out[f"thresholds.{name}"] = (value, "--threshold")
+    return out

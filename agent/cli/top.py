@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
-from ..aggregate.window import WindowAggregator
+from .. import build
+from ..config.load import from_values
 from ..sinks.top import SORT_KEYS, TopSink
-from .options import tracer_options
+from .options import tracer_options, tracer_values
 from .session import run_session
 
 
@@ -28,5 +27,7 @@ def top(sort, interval, limit, duration, **tracer_kw) -> None:
     Every interval is drawn, quiet ones too: a process that stops connecting
     shows at zero for 5 intervals, then leaves the table.
     """
-    run_session(tracer_kw, TopSink(sort, limit, interval=interval), duration, start_extra={"mode": "top"},
-                aggregator=WindowAggregator(interval, time.monotonic_ns()), connections=False)
+    cfg = from_values(tracer_values(**tracer_kw))
+    # each row is one interval of the kernel's counts; no diagnoses on this screen
+    mode = build.Mode(summaries=True, connections=False, diagnoses=False, window_s=interval)
+    run_session(cfg, TopSink(sort, limit, interval=interval), mode, duration, start_extra={"mode": "top"})

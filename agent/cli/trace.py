@@ -6,13 +6,11 @@ import sys
 
 import click
 
-from ..aggregate.window import Thresholds
-from ..enrich import Enricher
-from ..filters import EventFilter
-from ..service.assemble import summaries
+from .. import build
+from ..config.load import from_values
 from ..sinks.jsonlines import JsonLinesSink
 from ..sinks.table import TableSink
-from .options import parse_thresholds, tracer_options
+from .options import parse_thresholds, tracer_options, tracer_values
 from .session import run_session
 
 
@@ -43,19 +41,18 @@ def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, th
     _refuse_conflicts(click.get_current_context(), ipv4, ipv6, summary)
     if comms and any(len(c.encode()) > 15 for c in comms):
         raise click.BadParameter("a comm is at most 15 bytes (the kernel truncates names)", param_hint="--comm")
-    flt = EventFilter.build(pids, comms, ports, ipv4, ipv6, failures)
+    cfg = from_values({
+        **tracer_values(**tracer_kw), **thresholds,
+        "filters.pids": (list(pids), "--pid"), "filters.comms": (list(comms), "--comm"),
+        "filters.ports": (list(ports), "--port"), "filters.failures": (failures, "--failures"),
+        "filters.family": ("ipv4" if ipv4 else "ipv6" if ipv6 else "any", "-4" if ipv4 else "-6"),
+        "agent.cmdline": (cmdline, "--cmdline"), "agent.sensitive_words": (list(sensitive_words), "--sensitive-word"),
+    })
     table = not as_json and sys.stdout.isatty()
     sink = TableSink() if table else JsonLinesSink()
-    agg = diagnoser = usage = None
-    if summary:
-        agg, diagnoser, usage = summaries(window, Thresholds(thresholds.short_lifetime_us), thresholds.diagnosis,
-                                          Enricher(cmdline, sensitive_words))
-    run_session(tracer_kw, sink, duration,
-                start_extra={"filters": {"pids": sorted(pids), "comms": sorted(comms), "ports": sorted(ports),
-                                         "ipv4": ipv4, "ipv6": ipv6, "failures": failures},
-                             "mode": "summary" if summary else "connections"},
-                event_filter=flt, aggregator=agg, diagnoser=diagnoser,
-                connections=not summary, port_usage=usage)
+    mode = build.Mode(summaries=summary, connections=not summary, window_s=window)
+    run_session(cfg, sink, mode, duration,
+                start_extra={"filters": build.filters_field(cfg), "mode": "summary" if summary else "connections"})
 
 
 # Flags that only shape summaries: given without --summary they would do nothing.

@@ -133,6 +133,22 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
     values = _from_file(read_file(path, explicit), path)
     values.update(_from_env(env))
     values.update(flags or {})
+    cfg = _build(values)
+    cfg.kafka.resolve_secrets(env)
+    validate(cfg)
+    return cfg
+
+
+def from_values(values: Mapping[str, tuple[object, str]]) -> Config:
+    """The defaults with these "section.key" -> (value, origin) overlaid: no
+    file and no environment (`trace` and `top`, which an operator runs by
+    hand and which must not take a service's Kafka output from /etc)."""
+    cfg = _build(dict(values))
+    validate(cfg)
+    return cfg
+
+
+def _build(values: dict[str, tuple[object, str]]) -> Config:
     sections, source = {}, {}
     for table, factory in SECTIONS.items():
         cls = factory()
@@ -144,10 +160,7 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
                 kw[name] = convert(full, f, cls, raw, origin)
                 source[full] = origin
         sections[table] = cls(**kw)
-    cfg = Config(**sections, source=source)
-    cfg.kafka.resolve_secrets(env)
-    validate(cfg)
-    return cfg
+    return Config(**sections, source=source)
 
 
 def validate(cfg: Config) -> None:

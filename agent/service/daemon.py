@@ -16,10 +16,9 @@ from typing import Callable
 
 from ..config.model import Config
 from ..errors import ConnscopeError
-from ..records.build import RecordBuilder
 from . import reload as reloading
-from .assemble import (aggregation, announce_sink, event_filter, filters_field, load_options, open_sink,
-                       start_fields)
+from .. import build
+from .assemble import announce_sink, open_sink
 from .notify import Notifier, WatchdogPinger
 from .overload import OverloadControl
 from .status import StatusBoard
@@ -46,23 +45,18 @@ class Daemon:
         # The watchdog kills a stuck agent with SIGABRT: leave every thread's
         # stack in the journal, so the hang can be found.
         faulthandler.enable()
-        from ..kernel.loader import Tracer
-        from ..pipeline import Pipeline
 
         cfg = self.cfg
         self.notifier.status("loading BPF programs")
-        tracer = Tracer(load_options(cfg))
+        mode = build.service_mode(cfg)
+        tracer = build.tracer(cfg, mode)
         sink = metrics = None
         try:
             # off the start path: a slow or black-holed broker must not delay attaching
             threading.Thread(target=announce_sink, args=(cfg, _warn), name="connscope-probe", daemon=True).start()
             sink = open_sink(cfg)
             seeded = tracer.seed_listeners(current_listeners())
-            agg, diagnoser, usage = aggregation(cfg)
-            self.pipe = pipe = Pipeline(
-                tracer, RecordBuilder(), sink, event_filter(cfg), queue_max=cfg.agent.queue_max,
-                aggregator=agg, diagnoser=diagnoser, connections=cfg.agent.connections, port_usage=usage,
-                failures_always=True, fold_after=cfg.agent.failure_records)
+            self.pipe = pipe = build.pipeline(cfg, tracer, sink, mode)
             now = time.monotonic()
             self.board = StatusBoard(pipe, tracer.hook_choices(), now)
             self.overload = OverloadControl(pipe, cfg.agent.cpu_budget, now)
@@ -71,9 +65,9 @@ class Daemon:
                 from ..metrics.prometheus import MetricsServer
                 metrics = MetricsServer(cfg.agent.prometheus, self.board.snapshot)
             self._install_signals()
-            pipe.run(self.duration, tick=self.tick, start_fields=start_fields(
+            pipe.run(self.duration, tick=self.tick, start_fields=build.start_fields(
                 tracer, seeded, mode="service", connections=cfg.agent.connections, output=cfg.agent.output,
-                filters=filters_field(cfg), config_sources=cfg.source))
+                filters=build.filters_field(cfg), config_sources=cfg.source))
         finally:
             self.notifier.stopping()
             if self.pipe is not None:

@@ -13,7 +13,8 @@ import sys
 
 from ..config.load import changes, needs_restart, section_fields
 from ..config.model import SECTIONS, Config
-from .assemble import event_filter, open_sink, spool_dir
+from ..build import event_filter
+from .assemble import open_sink, spool_dir
 
 
 def apply(daemon, old: Config, new: Config) -> dict:

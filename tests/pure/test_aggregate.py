@@ -111,15 +111,19 @@ def test_pooled_connection_is_not_churn():
 def test_threshold_overrides_reach_the_rules():
     from agent.cli.options import parse_thresholds
 
-    t = parse_thresholds(None, None, ["churn_per_s=1000", "short_lifetime_us=5", "refused=2"])
-    assert (t.diagnosis.churn_per_s, t.diagnosis.refused, t.short_lifetime_us) == (1000.0, 2, 5)
-    assert t.diagnosis.timeouts == 1  # untouched defaults stay
+    from agent.config.load import from_values
+
+    values = parse_thresholds(None, None, ["churn_per_s=1000", "short_lifetime_us=5", "refused=2"])
+    cfg = from_values(values)
+    t = cfg.diagnosis_thresholds()
+    assert (t.churn_per_s, t.refused, cfg.window_thresholds().short_lifetime_us) == (1000.0, 2, 5)
+    assert t.timeouts == 1  # untouched defaults stay
     agg = WindowAggregator(1, start_ns=0)
     for i in range(50):
         for ev in _conn(1 + i * S // 50, 100, 500):
             agg.add(ev)
     agg.add(_conn(1, 100, 0, dport=9, err=111)[0])
-    assert Diagnoser(t.diagnosis).evaluate(agg.close(S)) == []  # 50/s < 1000/s, and 1 refusal < 2
+    assert Diagnoser(t).evaluate(agg.close(S)) == []  # 50/s < 1000/s, and 1 refusal < 2
 
 
 def _row(pid=4242, port=8080, latency=(), lifetime=(), **counts):
