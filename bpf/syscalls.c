@@ -140,6 +140,11 @@ static __always_inline int fd_is_tcp(u64 id, u32 fd, long ret)
 	       sk_protocol(sk) == IPPROTO_TCP;
 }
 #elif HAVE_SOCKET_SYSCALL
+/* socket(2) calls in flight (tid -> is_tcp), and fds known to be TCP
+ * sockets ((tgid << 32) | fd -> 1), for failures that never reach TCP. */
+BPF_TABLE("lru_hash", u32, u8, socket_calls, MAX_CALLS);
+BPF_TABLE("lru_hash", u64, u8, tcp_fds, MAX_SOCKS);
+
 static __always_inline int fd_is_tcp(u64 id, u32 fd, long ret)
 {
 	u64 fdkey = fd_key(id, fd);

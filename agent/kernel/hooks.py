@@ -213,9 +213,10 @@ HOOKS: tuple[Hook, ...] = (
 )
 
 # C sources in compile order: maps.c defines the maps and helpers the others use,
-# aggregate.c counts, emit.c sends a record and holds the per-socket lifecycle
-# helpers, then one file per concern.
-SOURCES = ("maps.c", "aggregate.c", "emit.c", "listen.c", "state.c", "errors.c", "syscalls.c", "retransmit.c", "reset.c", "io.c")
+# sockread.c reads sockets and tracepoint records, aggregate.c counts, emit.c
+# sends a record and holds the per-socket lifecycle helpers, then one file per
+# concern.
+SOURCES = ("maps.c", "sockread.c", "aggregate.c", "emit.c", "listen.c", "state.c", "errors.c", "syscalls.c", "retransmit.c", "reset.c", "io.c")
 
 
 def hook(name: str) -> Hook:
