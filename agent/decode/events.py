@@ -113,6 +113,6 @@ def encode(ev: ConnEvent) -> bytes:
 def connect_failed(ev: "ConnEvent") -> bool:
     """The one definition of a failed connect attempt on the Python side: an
     errno, or abandoned by the application during the handshake (F_ABORTED,
-    no errno). Its C twin is resolve() in bpf/maps.c, which sets F_ABORTED."""
+    no errno). Its C twin is connect_failed() in bpf/aggregate.c."""
     return bool(ev.err) or bool(ev.flags & layout.F_ABORTED)
 

@@ -30,7 +30,7 @@ def possible_cpus() -> int:
 
 
 class Knobs:
-    """knobs[] in bpf/maps.c: what user space tells the programs."""
+    """knobs[] in bpf/maps.c (KNOB_* in connscope.h): what user space tells the programs."""
 
     def __init__(self, table):
         self._t = table

@@ -4,9 +4,10 @@ Measured once a second as the share of one core the whole process used.
 Over budget for two checks in a row, per-connection records that are not
 failures are thinned to one in N (N doubles each time, up to 1024); back
 under half the budget for five checks, N halves until it is 1 again. The
-aggregator sees every event before the sampling, and the kernel's own
-per-process counts correct the summaries' counts, so summaries stay exact.
-Each change is announced with an `agent` record (event "sampling").
+sampling is done in the kernel (Policy.keep_one_in -> knobs[KNOB_KEEP_ONE_IN]),
+so the records left out never cost the reader anything, and it comes after
+the kernel counted them, so summaries stay exact. Each change is announced
+with an `agent` record (event "sampling").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""finalize() (agent/decode/finalize.py) is the user-space twin of resolve() in bpf/maps.c.
+"""finalize() (agent/decode/finalize.py) is the user-space twin of resolve() in bpf/emit.c.
 
 The reaper turns a state the kernel never resolved into the record resolve()
 would have emitted. Here the real destroy program resolves states the test

@@ -1,4 +1,4 @@
-"""decode/finalize.py must give the record resolve() in bpf/maps.c would give."""
+"""decode/finalize.py must give the record resolve() in bpf/emit.c would give."""
 
 from agent.decode import layout as L
 from agent.decode.finalize import finalize
