@@ -161,3 +161,42 @@ def test_sampling_in_the_kernel_cuts_what_the_reader_receives_and_costs():
     for got in (counted_all, counted):
         by_dir = {r.dest[2]: r.counts for r in got}
         assert by_dir["outbound"]["connects_ok"] >= n - skipped and by_dir["inbound"]["accepts"] >= n - skipped
+
+
+def test_two_agents_windows_merged_equal_one_long_window(netpair, peer_cmd):
+    """Two agents watch the same connections, one in 1 s windows and one in
+    a window longer than the traffic: the short windows' counts add up to
+    the long window's, and their sketches merged with the library hold as
+    many values and give the long window's median. Each agent times a
+    handshake with its own program's clock reads, and one agent's programs
+    run inside the other's timing, so values differ by microseconds (tails
+    by more): exact bin-for-bin merging of the same values is tests/pure's."""
+    from agent.aggregate import sketch
+
+    n = 60
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close")
+    with AgentRun("--summary", "--window", "1") as short, AgentRun("--summary", "--window", "30") as long_:
+        attempts = lab.client(port, "--count", n, "--interval", 0.05, "--close-first", comm="cs-merge")
+        assert [a["errno"] for a in attempts] == [0] * n
+        pid = attempts[0]["pid"]
+        assert _sum(short, pid, "connects_ok", n) == n
+        recs_long = long_.stop()  # its one window closes at the stop
+        recs_short = short.stop()
+    mine_long = [r for r in recs_long if r["type"] == "summary" and r["pid"] == pid]
+    mine_short = [r for r in recs_short if r["type"] == "summary" and r["pid"] == pid]
+    assert len(mine_short) > 1
+    assert sum(r["connects_ok"] for r in mine_long) == sum(r["connects_ok"] for r in mine_short) == n
+    assert sum(r["closes"] for r in mine_long) == sum(r["closes"] for r in mine_short)
+    for name in ("connect_latency_sketch", "lifetime_sketch"):
+        merged_short, merged_long = sketch.new(), sketch.new()
+        for r in mine_short:
+            merged_short.merge(sketch.from_json(r[name]))
+        for r in mine_long:
+            merged_long.merge(sketch.from_json(r[name]))
+        assert merged_short.count == merged_long.count
+        if name == "connect_latency_sketch":
+            assert merged_short.count == n
+        a, b = merged_short.get_quantile_value(0.5), merged_long.get_quantile_value(0.5)
+        assert abs(a - b) <= 0.1 * max(a, b) + 10, (name, a, b)
