@@ -198,13 +198,17 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 		emit(ctx, st, st->direction == DIR_INBOUND ? EV_ACCEPT : EV_CONNECT);
 	}
 
-	/* A connect's source port is bound after its SYN_SENT run (tracepoint
-	 * method): the raw tracepoint reads that one field here, the rest was
-	 * stored at the start. A socket whose start stored everything reads
-	 * nothing more. */
-	if (!st->sport) {
+	/* Addresses not all known at the start are read here, once:
+	 * - a connect's source port is bound after its SYN_SENT run (tracepoint
+	 *   method): the raw tracepoint reads that one field;
+	 * - a child socket's peer address and port are set after its
+	 *   LISTEN->SYN_RECV run on Debian's 6.1 and 6.12 (inet_csk_clone_lock
+	 *   sets the state before the ports, tcp_v4_syn_recv_sock the address
+	 *   after it; 6.18 has them first), so its next transition reads them.
+	 * A socket whose start stored everything reads nothing more. */
+	if (!st->sport || !st->dport) {
 #ifdef OFF_SK_PROTOCOL
-		if (!args->family && st->family) {
+		if (!args->family && st->family && st->dport) {
 			u16 port = 0;
 			SK_READ(port, sk, OFF_INET_SPORT);
 			st->sport = __builtin_bswap16(port);
