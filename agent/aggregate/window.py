@@ -62,6 +62,17 @@ class ProcStats(DestStats):
     counts_from_kernel: bool = False
 
 
+# Kernel row counts (layout.AGG_COUNT_FIELDS) summed into a process and each
+# of its destinations: (DestStats field, row count); then the process-only ones.
+_DEST_SUMS = (
+    ("connects_ok", "connects_ok"), ("connects_failed", "connects_failed"), ("accepts", "accepts"),
+    ("closes", "closes"), ("active_closes", "active_closes"), ("short_lived", "short_lived"),
+    ("syn_retransmits", "syn_retransmits"), ("retransmits", "retransmits"), ("resets_sent", "resets_sent"),
+    ("resets_received", "resets_received"), ("failure_records_folded", "folded"),
+)
+_PROC_SUMS = ("synack_retransmits", "syn_stalled", "connects_untimed")
+
+
 @dataclass(frozen=True)
 class Thresholds:
     short_lifetime_us: int = 1_000_000
@@ -119,21 +130,11 @@ class WindowAggregator:
             c = row.counts
             failures = Counter({error_name(e) if e else "ABORTED": n for e, n in row.failures.items()})
             for s in (p, d):
-                s.connects_ok += c["connects_ok"]
-                s.connects_failed += c["connects_failed"]
                 s.failures.update(failures)
-                s.accepts += c["accepts"]
-                s.closes += c["closes"]
-                s.active_closes += c["active_closes"]
-                s.short_lived += c["short_lived"]
-                s.syn_retransmits += c["syn_retransmits"]
-                s.retransmits += c["retransmits"]
-                s.resets_sent += c["resets_sent"]
-                s.resets_received += c["resets_received"]
-                s.failure_records_folded += c["folded"]
-            p.synack_retransmits += c["synack_retransmits"]
-            p.syn_stalled += c["syn_stalled"]
-            p.connects_untimed += c["connects_untimed"]
+                for name, count in _DEST_SUMS:
+                    setattr(s, name, getattr(s, name) + c[count])
+            for name in _PROC_SUMS:
+                setattr(p, name, getattr(p, name) + c[name])
             if row.latency:
                 p.latency_max_us = max(p.latency_max_us, c["latency_max_ns"] // 1000)
                 d.latency.merge(sketch.from_bins(row.latency))

@@ -269,7 +269,7 @@ class Tracer:
             self._poll = self.bpf.perf_buffer_poll
 
     def _poll_ring(self, timeout_ms: int) -> None:
-        # The programs wake us only for a process's first record (bpf/emit.c):
+        # The programs wake us only for a window row's first record (bpf/emit.c):
         # consume what is there; when nothing was, wait in epoll for such a
         # wake-up or one tick, whichever is first, and consume again. Any
         # other record waits at most one tick; the 8 MiB ring holds seconds

@@ -45,11 +45,16 @@ FD_WALK: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+def _resolve(fields: dict[str, tuple[tuple[str, str], ...]]) -> dict[str, int]:
+    """{-D name: byte offset} of each member path; BTFError when BTF lacks one."""
+    btf = BTF.vmlinux()
+    return {name: sum(btf.member_offset(s, m) for s, m in path) for name, path in fields.items()}
+
+
 @cache
 def fd_walk_offsets() -> dict[str, int]:
-    """{-D name: byte offset} of the fd walk; BTFError when BTF lacks one."""
-    btf = BTF.vmlinux()
-    return {name: sum(btf.member_offset(s, m) for s, m in path) for name, path in FD_WALK.items()}
+    """The fd walk's offsets; BTFError when BTF lacks one."""
+    return _resolve(FD_WALK)
 
 
 def fd_walk_probe() -> Probe:
@@ -63,9 +68,8 @@ def fd_walk_probe() -> Probe:
 
 @cache
 def offsets() -> dict[str, int]:
-    """{-D name: byte offset}; BTFError when the kernel's BTF lacks one."""
-    btf = BTF.vmlinux()
-    return {name: sum(btf.member_offset(s, m) for s, m in path) for name, path in FIELDS.items()}
+    """The socket fields' offsets; BTFError when the kernel's BTF lacks one."""
+    return _resolve(FIELDS)
 
 
 def probe() -> Probe:
