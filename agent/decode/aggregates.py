@@ -36,23 +36,19 @@ class KernelRow:
         return self.daddr, self.port, "inbound" if self.direction == L.DIR_INBOUND else "outbound"
 
 
-def _row_key(k) -> tuple:
-    return bytes(k)
-
-
 def rows(raw_rows, raw_bins) -> list[KernelRow]:
     """From AggMaps.take()'s ([(AggKey, [AggCounts per CPU])], [(AggBinKey, n)])."""
     out: dict[bytes, KernelRow] = {}
     for key, per_cpu in raw_rows:
         counts = {name: sum(getattr(c, name) for c in per_cpu) for name in L.AGG_COUNT_FIELDS}
         counts["latency_max_ns"] = max((c.latency_max_ns for c in per_cpu), default=0)
-        out[_row_key(key)] = _row(key, counts)
+        out[bytes(key)] = _row(key, counts)
     for bk, n in raw_bins:
         if not n:
             continue
-        row = out.get(_row_key(bk.row))
+        row = out.get(bytes(bk.row))
         if row is None:  # a bin whose row was taken in the other generation (a flip race)
-            row = out[_row_key(bk.row)] = _row(bk.row, dict.fromkeys(L.AGG_COUNT_FIELDS, 0))
+            row = out[bytes(bk.row)] = _row(bk.row, dict.fromkeys(L.AGG_COUNT_FIELDS, 0))
         target = {L.BIN_LATENCY: row.latency, L.BIN_LIFETIME: row.lifetime, L.BIN_FAILURE: row.failures}.get(bk.kind)
         if target is not None:
             target[bk.index] = target.get(bk.index, 0) + n

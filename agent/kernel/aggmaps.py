@@ -19,16 +19,6 @@ from ..decode import layout
 CHUNK = 256  # entries per batch call
 
 
-def possible_cpus() -> int:
-    """The number of per-CPU slots the kernel gives each value."""
-    text = open("/sys/devices/system/cpu/possible").read().strip()
-    n = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        n += int(hi or lo) - int(lo) + 1
-    return n
-
-
 class Knobs:
     """knobs[] in bpf/maps.c (KNOB_* in connscope.h): what user space tells the programs."""
 
@@ -76,7 +66,9 @@ class AggMaps:
     def __init__(self, bpf, knobs: Knobs, bin_table):
         self.bpf = bpf
         self.knobs = knobs
-        self.ncpu = possible_cpus()
+        from bcc.utils import get_possible_cpus  # imported late, as loader.py imports bcc
+
+        self.ncpu = len(get_possible_cpus())  # the per-CPU slots of each value
         self.gen = 0
         bins = bpf["dd_bins"]
         for slot, (last, key) in enumerate(bin_table):

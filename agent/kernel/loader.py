@@ -1,6 +1,7 @@
 """Compile, load and attach the eBPF programs; poll their records.
 
-The only module that imports bcc. It walks the attach table (hooks.py):
+With aggmaps.py (which calls libbcc's batch map calls, lazily), the only
+module that imports bcc. It walks the attach table (hooks.py):
 probes pick each hook's method, the C is compiled once with the choices as
 -D integers, and a method the kernel still refuses at load is marked
 failed and replaced by its next fallback before compiling again.
