@@ -101,6 +101,7 @@ def start_fields(tracer_, seeded: int, **extra) -> dict:
         "kernel": platform.release(),
         "hooks": hooks,
         "hooks_summary": ", ".join(f"{k}={v['method'] or 'missing'}" for k, v in hooks.items()),
+        "event_reader": tracer_.reader,
         "listeners_seeded": seeded,
         "agent_pid": os.getpid(),
         **extra,

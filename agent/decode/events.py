@@ -48,6 +48,9 @@ def struct_format(cls: type[ctypes.Structure]) -> tuple[str, list[str]]:
 _FMT, _NAMES = struct_format(layout.ConnRecord)
 _STRUCT = struct.Struct(_FMT)
 assert _STRUCT.size == layout.RECORD_SIZE
+RECORD = _STRUCT  # one struct conn_record, for readers that unpack batches themselves
+_TYPES = frozenset((layout.EV_CONNECT, layout.EV_ACCEPT, layout.EV_CLOSE))
+_TYPE_AT = _NAMES.index("type")
 
 
 @dataclass(slots=True)
@@ -96,6 +99,14 @@ def decode(raw: bytes | memoryview) -> ConnEvent:
     if ev.type not in (layout.EV_CONNECT, layout.EV_ACCEPT, layout.EV_CLOSE):
         raise MalformedRecord(f"unknown record type {ev.type}")
     return ev
+
+
+def from_fields(batch: list[tuple]) -> tuple[list[ConnEvent], int]:
+    """Events from records already unpacked with RECORD (the batch reader);
+    and how many were malformed (an unknown record type), left out."""
+    at = _TYPE_AT
+    events = [ConnEvent(*fields) for fields in batch if fields[at] in _TYPES]
+    return events, len(batch) - len(events)
 
 
 def decode_state(raw: bytes | memoryview) -> ConnEvent:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..decode import ddbins, layout
-from ..decode.events import ConnEvent, MalformedRecord, decode
+from ..decode.events import RECORD, ConnEvent, MalformedRecord, decode, from_fields
 from ..errors import ConnscopeError, KernelFeatureError
-from . import culprit, features, privileges, sock_fields
+from . import culprit, features, privileges, ringbuf, sock_fields
 from .aggmaps import AggMaps, Knobs
 from .btf import BTF
 from .hooks import HOOKS, SOURCES, Hook, Method
@@ -72,6 +72,7 @@ class LoadOptions:
     max_socks: int = 65536
     aggregate: bool = False  # window counts in the kernel (bpf/aggregate.c), for summaries
     ring_tick_ms: int = 50  # longest a record waits in the ring buffer (bpf/emit.c)
+    ring_callbacks: bool = False  # libbpf's callback per record instead of the batch reader (A/B, tests)
 
 
 def require_bcc() -> None:
@@ -137,6 +138,8 @@ class Tracer:
         self.malformed = 0
         self.perf_lost = 0
         self._links: list[int] = []  # raw tracepoint links of the backup programs
+        self._ring: ringbuf.RingReader | None = None
+        self.reader: dict[str, str] = {}  # how records are read, and why so (the start record)
         self.bpf = self._load()
         BTF.forget()
         _release_compiler_memory()
@@ -261,13 +264,22 @@ class Tracer:
         self.perf_lost += count
 
     def _open_buffer(self) -> None:
-        if self.statuses["event_buffer"].method.name == "ringbuf":
-            self.bpf["events"].open_ring_buffer(self._on_record)
-            self._poll = self._poll_ring
-        else:
+        if self.statuses["event_buffer"].method.name != "ringbuf":
             self.bpf["events"].open_perf_buffer(self._on_perf_record, page_cnt=self.opts.perf_pages,
                                                 lost_cb=self._on_perf_lost)
             self._poll = self.bpf.perf_buffer_poll
+            self.reader = {"method": "perf", "why": "no ring buffer: libbpf's perf buffer callbacks"}
+            return
+        ok, why = ringbuf.supported()
+        if ok and not self.opts.ring_callbacks:
+            table = self.bpf["events"]
+            self._ring = ringbuf.RingReader(table.map_fd, table.max_entries, RECORD)
+            self._poll = self._poll_mmap
+            self.reader = {"method": "mmap", "why": "batches read from the ring's mapped pages"}
+            return
+        self.bpf["events"].open_ring_buffer(self._on_record)
+        self._poll = self._poll_ring
+        self.reader = {"method": "libbpf", "why": why or "ring_callbacks set: libbpf's callback per record"}
 
     def _poll_ring(self, timeout_ms: int) -> None:
         # The programs wake us only for a window row's first record (bpf/emit.c):
@@ -281,6 +293,20 @@ class Tracer:
             tick = self.opts.ring_tick_ms
             self.bpf.ring_buffer_poll(tick if timeout_ms < 0 else min(timeout_ms, tick))
             consume()
+
+    def _poll_mmap(self, timeout_ms: int) -> None:
+        # The same waits as _poll_ring, with a batch per read instead of a
+        # callback per record.
+        ring = self._ring
+        batch = ring.read(POLL_BATCH_MAX)
+        if not batch and timeout_ms != 0:
+            tick = self.opts.ring_tick_ms
+            ring.wait(tick if timeout_ms < 0 else min(timeout_ms, tick))
+            batch = ring.read(POLL_BATCH_MAX)
+        if batch:
+            events, bad = from_fields(batch)
+            self.pending.extend(events)
+            self.malformed += bad
 
     def poll(self, timeout_ms: int) -> list[ConnEvent]:
         """Waits up to timeout_ms for records; returns what arrived."""
@@ -303,7 +329,7 @@ class Tracer:
             "sampled_out": total(layout.CNT_SAMPLED_OUT),
             "folded": total(layout.CNT_FOLDED),
             "lost_perf": self.perf_lost,
-            "malformed": self.malformed,
+            "malformed": self.malformed + (self._ring.malformed if self._ring else 0),
         }
 
     def skipped_runs(self) -> dict[str, int]:
@@ -368,6 +394,9 @@ class Tracer:
 
     def close(self) -> None:
         self._detach_backups()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None

@@ -1,0 +1,148 @@
+"""The BPF ring buffer read straight from its mmap'ed pages, a batch at a time.
+
+libbpf's reader calls back once per record; through BCC that is a ctypes
+call, a copy and a Python frame per record. This one reads what the kernel
+wrote where it lies, walks the headers and advances the consumer position
+once per batch.
+
+Layout (kernel/bpf/ringbuf.c, as libbpf's ringbuf.c maps it): offset 0 of
+the map fd is one page holding the consumer position (u64, ours to write);
+offset PAGE is one page holding the producer position (u64, the kernel's),
+followed by the data pages mapped twice in a row, so a record that wraps
+around the end reads as one contiguous slice. Each record is an 8-byte
+header {u32 len; u32 pg_off} then the data, the whole rounded up to 8
+bytes. `len` carries BUSY (bit 31: reserved, not yet committed: stop there)
+and DISCARD (bit 30: skip it).
+
+Ordering: libbpf loads the producer position and each header with acquire
+semantics and stores the consumer position with release semantics. On
+x86-64 (TSO) every plain load and store has those semantics, and plain is
+all Python can do, so this reader is used on x86-64 only (`supported()`);
+other machines keep libbpf's callback reader.
+"""
+
+from __future__ import annotations
+
+import mmap
+import platform
+import select
+import struct
+
+BUSY = 1 << 31
+DISCARD = 1 << 30
+HDR = 8
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+
+
+def supported() -> tuple[bool, str]:
+    """Whether plain loads and stores are enough here (see the module doc)."""
+    machine = platform.machine()
+    if machine in ("x86_64", "AMD64"):
+        return True, ""
+    return False, f"{machine} is not TSO: plain loads lack the acquire order the ring's headers need"
+
+
+def _round8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+class RingReader:
+    """Batches of fixed-size records from one BPF_MAP_TYPE_RINGBUF map.
+
+    `record` is the struct.Struct of one record (without the header). Records
+    of another size are counted in `malformed` and skipped, never decoded.
+    """
+
+    def __init__(self, map_fd: int, size: int, record: struct.Struct):
+        if size <= 0 or size & (size - 1):
+            raise ValueError(f"ring buffer size {size} is not a power of two")
+        page = mmap.PAGESIZE
+        self.size = size
+        self._mask = size - 1
+        self._rec_len = record.size
+        self._stride = _round8(HDR + record.size)
+        # header + record in one format: a run of well-formed records is one
+        # iter_unpack over the slice, the headers checked from its tuples
+        self._batch = struct.Struct("<II" + record.format.lstrip("<@=!>"))
+        assert self._batch.size == HDR + record.size
+        self._pad = self._stride - self._batch.size
+        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._view = memoryview(self._prod)
+        self._page = page
+        self._epoll = select.epoll()
+        # the map fd polls readable while producer > consumer (ringbuf_map_poll)
+        self._epoll.register(map_fd, select.EPOLLIN)
+        self.malformed = 0
+        self.discarded = 0
+
+    def available(self) -> int:
+        """Bytes written (or reserved) and not yet consumed."""
+        return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
+
+    def wait(self, timeout_ms: int) -> None:
+        """Blocks until the kernel wakes readers or timeout_ms passes."""
+        if self.available():
+            return
+        self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1, 1)
+
+    def read(self, limit: int) -> list[tuple]:
+        """Up to `limit` records, each the tuple of the record's fields,
+        consumed at once (the consumer position moves once per call)."""
+        cons = _U64.unpack_from(self._cons, 0)[0]
+        prod = _U64.unpack_from(self._prod, 0)[0]
+        out: list[tuple] = []
+        view, base, mask = self._view, self._page, self._mask
+        while cons < prod and len(out) < limit:
+            start = base + (cons & mask)
+            # a run of whole strides; stop at the first header that is not a
+            # plain committed record of our size and look at it on its own
+            n = min((prod - cons) // self._stride, limit - len(out))
+            if n and not self._pad:
+                run = self._batch.iter_unpack(view[start:start + n * self._stride])
+                good = 0
+                for rec in run:
+                    if rec[0] != self._rec_len:
+                        break
+                    out.append(rec[2:])
+                    good += 1
+                cons += good * self._stride
+                if good == n:
+                    continue
+                start = base + (cons & mask)
+            elif n:  # records padded to 8: no single format spans them
+                unpack = self._batch.unpack_from
+                good = 0
+                for i in range(n):
+                    rec = unpack(view, start + i * self._stride)
+                    if rec[0] != self._rec_len:
+                        break
+                    out.append(rec[2:])
+                    good += 1
+                cons += good * self._stride
+                if good == n:
+                    continue
+                start = base + (cons & mask)
+            length = _U32.unpack_from(view, start)[0]
+            if length & BUSY:
+                break  # reserved, not committed yet: everything after it waits
+            size = length & ~(BUSY | DISCARD)
+            if length & DISCARD:
+                self.discarded += 1
+            elif size != self._rec_len:
+                self.malformed += 1
+            else:  # a record of our size that did not fit a whole stride run
+                out.append(self._batch.unpack_from(view, start)[2:])
+            cons += _round8(HDR + size)
+        _U64.pack_into(self._cons, 0, cons)
+        return out
+
+    def close(self) -> None:
+        self._epoll.close()
+        try:
+            self._view.release()
+            self._prod.close()
+            self._cons.close()
+        except BufferError:  # a caller still holds a slice: the mapping goes with it
+            pass
