@@ -28,6 +28,11 @@ class WallClock:
             self._refresh(mono_ns)
         return mono_ns + self._offset
 
+    def offset_ns(self, mono_ns: int) -> int:
+        """Wall minus monotonic time, as wall_ns(mono_ns) would add it."""
+        self.wall_ns(mono_ns)
+        return self._offset
+
     def rfc3339(self, mono_ns: int) -> str:
         """``2026-11-24T07:31:02.123456Z`` for a CLOCK_MONOTONIC time."""
         return format_wall_ns(self.wall_ns(mono_ns), self)

@@ -27,7 +27,7 @@ class StatusBoard:
         for reason, n in pipe.stats.sink_lost.items():
             by_reason[("sink", reason)] = n
         return {
-            "records": dict(pipe.emitter.by_type),
+            "records": pipe.emitter.counts(),
             "lost": {"kernel": sum(pipe.stats.kernel_lost.values()), "queue": pipe.stats.queue_lost,
                      "sink": sum(pipe.stats.sink_lost.values())},
             "lost_by_reason": by_reason,

@@ -22,6 +22,12 @@ class JsonLinesSink:
         if len(self._buf) >= self.FLUSH_AT:
             self.flush()
 
+    def write_encoded(self, lines: list[bytes], _events=None, _host: str = "") -> None:
+        """A batch of records already JSON (records/encode.py), one per line;
+        written at once: a batch is already a bounded chunk."""
+        self._buf.append(b"\n".join(lines) + b"\n")
+        self.flush()
+
     def flush(self) -> None:
         if not self._buf:
             return

@@ -58,6 +58,20 @@ def make_router(settings: KafkaSettings):
     return route
 
 
+def make_batch_router(settings: KafkaSettings):
+    """(host, record types, pids) of a batch -> (topics, keys) per record,
+    as make_router routes each record's dict."""
+    template, by_pid = settings.topic, settings.key == "host_pid"
+    per_type = "{type}" in template
+
+    def route(host: str, types: list[str], pids: list[int]) -> tuple[list[str], list[bytes]]:
+        n = len(types)
+        topics = [template.replace("{type}", t) for t in types] if per_type else [template] * n
+        keys = [f"{host}/{pid}".encode() for pid in pids] if by_pid else [host.encode()] * n
+        return topics, keys
+    return route
+
+
 @dataclass(eq=False)
 class Batch:
     cursor: Cursor  # the spool position after this batch

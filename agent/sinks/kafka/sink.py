@@ -18,7 +18,8 @@ from collections import deque
 import orjson
 
 from ...errors import ConnscopeError
-from .delivery import METADATA_WAIT_MS, PROBE_BACKOFF, Delivery, make_router
+from ...records.build import RECORD_TYPES
+from .delivery import METADATA_WAIT_MS, PROBE_BACKOFF, Delivery, make_batch_router, make_router
 from .settings import KafkaSettings
 
 INTAKE_MAX_BYTES = 32 << 20  # written, not yet routed: write() waits beyond this
@@ -37,6 +38,7 @@ class KafkaSink:
         settings.validate()
         self.settings = settings
         self._route = make_router(settings)
+        self._route_batch = make_batch_router(settings)
         self._cv = threading.Condition()
         self._intake: list[tuple[str, bytes, bytes, bool]] = []
         self._intake_bytes = 0
@@ -68,6 +70,22 @@ class KafkaSink:
             self._intake.append((topic, key, value, lost))
             self._intake_bytes += len(value)
             self._written += 1
+
+    def write_encoded(self, lines: list[bytes], events, host: str) -> None:
+        """A batch of connection records already JSON (records/encode.py),
+        with the events they came from (their type and pid route them)."""
+        topics, keys = self._route_batch(host, [RECORD_TYPES[ev.type] for ev in events], [ev.pid for ev in events])
+        items = list(zip(topics, keys, lines, [False] * len(lines)))
+        size = sum(map(len, lines))
+        with self._cv:
+            self._check()
+            while self._intake_bytes >= INTAKE_MAX_BYTES and not self._stop:
+                self._cv.notify_all()
+                self._cv.wait(0.1)
+                self._check()
+            self._intake += items
+            self._intake_bytes += size
+            self._written += len(items)
 
     def flush(self) -> None:
         """Wakes the sink thread. Waits (briefly) for it to hand the records on
