@@ -273,10 +273,13 @@ class Tracer:
         ok, why = ringbuf.supported()
         if ok and not self.opts.ring_callbacks:
             table = self.bpf["events"]
-            self._ring = ringbuf.RingReader(table.map_fd, table.max_entries, RECORD)
-            self._poll = self._poll_mmap
-            self.reader = {"method": "mmap", "why": "batches read from the ring's mapped pages"}
-            return
+            try:
+                self._ring = ringbuf.RingReader(table.map_fd, table.max_entries, RECORD)
+                self._poll = self._poll_mmap
+                self.reader = {"method": "mmap", "why": "batches read from the ring's mapped pages"}
+                return
+            except OSError as err:  # mapping refused: libbpf maps it the same way, but try
+                why = f"mapping the ring failed ({err.strerror or err})"
         self.bpf["events"].open_ring_buffer(self._on_record)
         self._poll = self._poll_ring
         self.reader = {"method": "libbpf", "why": why or "ring_callbacks set: libbpf's callback per record"}

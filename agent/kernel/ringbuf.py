@@ -19,11 +19,21 @@ semantics and stores the consumer position with release semantics. On
 x86-64 (TSO) every plain load and store has those semantics, and plain is
 all Python can do, so this reader is used on x86-64 only (`supported()`);
 other machines keep libbpf's callback reader.
+
+Tearing: the two positions are read and written through ctypes c_uint64,
+one 8-byte access each. struct's "<Q" goes byte by byte: a consumer
+position stored that way passes through values below the old one (low bytes
+first), and the kernel, reading one of them, finds the ring full and drops
+the record (seen in the saturation bench before this was so). A header's
+length needs no such care: only its top byte changes (BUSY cleared at
+commit), and a record is read after its header.
 """
 
 from __future__ import annotations
 
+import ctypes
 import mmap
+import os
 import platform
 import select
 import struct
@@ -31,7 +41,6 @@ import struct
 BUSY = 1 << 31
 DISCARD = 1 << 30
 HDR = 8
-_U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
 
@@ -67,9 +76,14 @@ class RingReader:
         self._batch = struct.Struct("<II" + record.format.lstrip("<@=!>"))
         assert self._batch.size == HDR + record.size
         self._pad = self._stride - self._batch.size
-        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
-        self._view = memoryview(self._prod)
+        self._cons_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._cons = ctypes.c_uint64.from_buffer(self._cons_map)
+        # read-only (the kernel refuses a writable mapping of these pages),
+        # which Python's mmap cannot hand to ctypes: mapped through libc
+        self._prod_len = page + 2 * size
+        self._prod_addr = _mmap_readonly(map_fd, self._prod_len, page)
+        self._prod = ctypes.c_uint64.from_address(self._prod_addr)
+        self._view = memoryview((ctypes.c_char * self._prod_len).from_address(self._prod_addr)).cast("B")
         self._page = page
         self._epoll = select.epoll()
         # the map fd polls readable while producer > consumer (ringbuf_map_poll)
@@ -79,7 +93,7 @@ class RingReader:
 
     def available(self) -> int:
         """Bytes written (or reserved) and not yet consumed."""
-        return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
+        return self._prod.value - self._cons.value
 
     def wait(self, timeout_ms: int) -> None:
         """Blocks until the kernel wakes readers or timeout_ms passes."""
@@ -90,8 +104,8 @@ class RingReader:
     def read(self, limit: int) -> list[tuple]:
         """Up to `limit` records, each the tuple of the record's fields,
         consumed at once (the consumer position moves once per call)."""
-        cons = _U64.unpack_from(self._cons, 0)[0]
-        prod = _U64.unpack_from(self._prod, 0)[0]
+        cons = self._cons.value
+        prod = self._prod.value
         out: list[tuple] = []
         view, base, mask = self._view, self._page, self._mask
         while cons < prod and len(out) < limit:
@@ -135,14 +149,30 @@ class RingReader:
             else:  # a record of our size that did not fit a whole stride run
                 out.append(self._batch.unpack_from(view, start)[2:])
             cons += _round8(HDR + size)
-        _U64.pack_into(self._cons, 0, cons)
+        self._cons.value = cons
         return out
 
     def close(self) -> None:
         self._epoll.close()
         try:
             self._view.release()
-            self._prod.close()
-            self._cons.close()
-        except BufferError:  # a caller still holds a slice: the mapping goes with it
-            pass
+        except BufferError:  # a caller still holds a slice: keep the mapping
+            return
+        del self._cons, self._prod
+        _LIBC.munmap(ctypes.c_void_p(self._prod_addr), ctypes.c_size_t(self._prod_len))
+        self._cons_map.close()
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mmap.restype = ctypes.c_void_p
+_LIBC.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_LIBC.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _mmap_readonly(fd: int, length: int, offset: int) -> int:
+    addr = _LIBC.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, offset)
+    if addr in (None, _MAP_FAILED):
+        err = ctypes.get_errno()
+        raise OSError(err, f"mmap of the ring buffer's data pages: {os.strerror(err)}")
+    return addr
