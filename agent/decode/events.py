@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import layout
 
@@ -53,9 +53,11 @@ _TYPES = frozenset((layout.EV_CONNECT, layout.EV_ACCEPT, layout.EV_CLOSE))
 _TYPE_AT = _NAMES.index("type")
 
 
-@dataclass(slots=True)
-class ConnEvent:
-    """One record from the kernel, fields as in struct conn_record."""
+class ConnEvent(NamedTuple):
+    """One record from the kernel, fields as in struct conn_record.
+
+    A tuple: the batch reader's unpacked fields become one without a copy
+    per field, and the encoder unpacks it in one step."""
 
     ts_ns: int
     start_ns: int
@@ -84,7 +86,10 @@ class ConnEvent:
     comm: bytes
 
 
-assert list(ConnEvent.__dataclass_fields__) == _NAMES, "ConnEvent fields drifted from layout.ConnRecord"
+assert list(ConnEvent._fields) == _NAMES, "ConnEvent fields drifted from layout.ConnRecord"
+
+
+_new = tuple.__new__  # ConnEvent from a tuple of its fields, without NamedTuple's argument parsing
 
 
 class MalformedRecord(ValueError):
@@ -95,7 +100,7 @@ def decode(raw: bytes | memoryview) -> ConnEvent:
     """Decodes one record; raises MalformedRecord on a size or type mismatch."""
     if len(raw) != _STRUCT.size:
         raise MalformedRecord(f"record of {len(raw)} bytes, expected {_STRUCT.size}")
-    ev = ConnEvent(*_STRUCT.unpack_from(raw))
+    ev = _new(ConnEvent, _STRUCT.unpack_from(raw))
     if ev.type not in (layout.EV_CONNECT, layout.EV_ACCEPT, layout.EV_CLOSE):
         raise MalformedRecord(f"unknown record type {ev.type}")
     return ev
@@ -105,7 +110,7 @@ def from_fields(batch: list[tuple]) -> tuple[list[ConnEvent], int]:
     """Events from records already unpacked with RECORD (the batch reader);
     and how many were malformed (an unknown record type), left out."""
     at = _TYPE_AT
-    events = [ConnEvent(*fields) for fields in batch if fields[at] in _TYPES]
+    events = [_new(ConnEvent, fields) for fields in batch if fields[at] in _TYPES]
     return events, len(batch) - len(events)
 
 
@@ -113,7 +118,7 @@ def decode_state(raw: bytes | memoryview) -> ConnEvent:
     """Decodes a per-socket state (a map value: its type is not set)."""
     if len(raw) != _STRUCT.size:
         raise MalformedRecord(f"state of {len(raw)} bytes, expected {_STRUCT.size}")
-    return ConnEvent(*_STRUCT.unpack_from(raw))
+    return _new(ConnEvent, _STRUCT.unpack_from(raw))
 
 
 def encode(ev: ConnEvent) -> bytes:

@@ -12,26 +12,25 @@ resolve() on the same states and compares.
 
 from __future__ import annotations
 
-import dataclasses
-
 from . import layout as L
 from .events import ConnEvent
 
 
 def finalize(state: ConnEvent, now_ns: int) -> ConnEvent:
-    ev = dataclasses.replace(state, ts_ns=now_ns)
-    if not ev.end_ns:
-        ev.end_ns = now_ns
-    ev.flags &= ~L.F_AWAIT_ERR  # resolve() drops its closing-map entry and the flag
-    if ev.err:
-        ev.flags &= ~L.F_TIME_WAIT
-    established = bool(ev.flags & L.F_ESTABLISHED)
-    if ev.closed_by == L.CLOSED_BY_NONE and established:
-        ev.closed_by = L.CLOSED_BY_RESET if (ev.resets_received or ev.resets_sent) else L.CLOSED_BY_LOCAL
-    if not established and ev.direction == L.DIR_OUTBOUND:
-        if not ev.err:
-            ev.flags |= L.F_ABORTED
-        ev.type = L.EV_CONNECT
+    f = state._asdict()
+    f["ts_ns"] = now_ns
+    if not f["end_ns"]:
+        f["end_ns"] = now_ns
+    f["flags"] &= ~L.F_AWAIT_ERR  # resolve() drops its closing-map entry and the flag
+    if f["err"]:
+        f["flags"] &= ~L.F_TIME_WAIT
+    established = bool(f["flags"] & L.F_ESTABLISHED)
+    if f["closed_by"] == L.CLOSED_BY_NONE and established:
+        f["closed_by"] = L.CLOSED_BY_RESET if (f["resets_received"] or f["resets_sent"]) else L.CLOSED_BY_LOCAL
+    if not established and f["direction"] == L.DIR_OUTBOUND:
+        if not f["err"]:
+            f["flags"] |= L.F_ABORTED
+        f["type"] = L.EV_CONNECT
     else:
-        ev.type = L.EV_CLOSE
-    return ev
+        f["type"] = L.EV_CLOSE
+    return ConnEvent(**f)

@@ -1,11 +1,11 @@
-"""Connection records straight to JSON bytes, a batch at a time.
+"""Connection records straight to JSON text, a batch at a time.
 
 RecordBuilder.from_event builds a dict per record and orjson serializes it;
 at tens of thousands of records a second that dict is most of the agent's
 cost. This encoder writes the JSON text itself: one f-string per record
-type, with the host and run id made JSON once, and comms, addresses, errno
-names and timestamps' seconds cached as JSON text. The bytes are the same,
-byte for byte, as orjson.dumps(builder.from_event(ev)) with `seq` set:
+type over the event's fields unpacked at once, with the host and run id made JSON once, and comms, addresses, errno
+names and timestamps' seconds cached as JSON text. The text, UTF-8
+encoded, is the same byte for byte as orjson.dumps(builder.from_event(ev)) with `seq` set:
 schema v1 is a public contract, and tests/pure/test_encode.py compares both
 over every variant.
 """
@@ -21,7 +21,6 @@ from ..decode.events import ConnEvent
 from ..decode.text import ABORTED, addr_text, comm_text, error_name
 from .build import CLOSED_BY, DIRECTION, FAMILY, PID_SOURCES, RECORD_TYPES, RecordBuilder
 
-_BOOL = ("false", "true")
 _CACHE_MAX = 65536  # distinct comms / addresses / seconds kept as text
 
 
@@ -67,53 +66,52 @@ class RecordEncoder:
         text = self._errors[err] = _json(error_name(err))
         return text
 
-    def encode(self, events: list[ConnEvent], first_seq: int) -> list[bytes]:
-        """One JSON document per event (no newline), numbered from first_seq."""
+    def encode(self, events: list[ConnEvent], first_seq: int) -> list[str]:
+        """One JSON document per event (text, no newline), numbered from first_seq."""
         if not events:
             return []
         offset = self.clock.offset_ns(events[0].ts_ns)
         host, run_id = self._host, self._run_id
         comms, addrs, secs, errors = self._comms, self._addrs, self._secs, self._errors
-        types, sources, families = RECORD_TYPES, PID_SOURCES, FAMILY
+        types, sources, families, directions, closers = RECORD_TYPES, PID_SOURCES, FAMILY, DIRECTION, CLOSED_BY
+        EV_CLOSE, EV_CONNECT = L.EV_CLOSE, L.EV_CONNECT
+        F_INCOMPLETE, F_PREEXISTING, F_TIME_WAIT, F_ABORTED, F_SYSCALL_ONLY = (
+            L.F_INCOMPLETE, L.F_PREEXISTING, L.F_TIME_WAIT, L.F_ABORTED, L.F_SYSCALL_ONLY)
         out = []
         append = out.append
         seq = first_seq - 1
         for ev in events:
+            (ts, start, est, end, _sk, cgroup, pid, tid, saddr, daddr, syn_rtx, synack_rtx, rtx, err, rst_sent,
+             rst_recv, sport, dport, fam, kind, pid_source, direction, closed_by, flags, comm) = ev
             seq += 1
-            sec, ns = divmod(ev.ts_ns + offset, 1_000_000_000)
-            fam = ev.family
-            flags = ev.flags
-            kind = ev.type
-            err = ev.err
-            comm = comms.get(ev.comm) or self._comm(ev.comm)
-            saddr = addrs.get((fam, ev.saddr)) or self._addr(fam, ev.saddr)
-            daddr = addrs.get((fam, ev.daddr)) or self._addr(fam, ev.daddr)
+            sec, ns = divmod(ts + offset, 1_000_000_000)
             head = (f'{{"type":"{types[kind]}","ts":"{secs.get(sec) or self._second(sec)}.{ns // 1000:06d}Z",'
-                    f'"host":{host},"run_id":{run_id},"seq":{seq},"pid":{ev.pid},"comm":{comm},'
-                    f'"cgroup_id":{ev.cgroup_id},"pid_source":"{sources.get(ev.pid_source, "unknown")}",'
-                    f'"tid":{ev.tid},"family":"{families.get(fam) or fam}","saddr":"{saddr}","sport":{ev.sport},'
-                    f'"daddr":"{daddr}","dport":{ev.dport},"incomplete":{_BOOL[flags & L.F_INCOMPLETE != 0]}')
-            if kind == L.EV_CLOSE:
-                end, est = ev.end_ns, ev.established_ns
-                duration = ("null" if flags & L.F_PREEXISTING or not end or not est or end < est
-                            else (end - est) // 1000)
-                append((f'{head},"direction":"{DIRECTION.get(ev.direction, "outbound")}","duration_us":{duration},'
-                        f'"retransmits":{ev.retransmits},"syn_retransmits":{ev.syn_retransmits},'
-                        f'"synack_retransmits":{ev.synack_retransmits},"resets_sent":{ev.resets_sent},'
-                        f'"resets_received":{ev.resets_received},'
-                        f'"closed_by":"{CLOSED_BY.get(ev.closed_by, "local")}","errno":{err},'
-                        f'"error":{errors.get(err) or self._error(err)},'
-                        f'"time_wait":{_BOOL[flags & L.F_TIME_WAIT != 0]},'
-                        f'"preexisting":{_BOOL[flags & L.F_PREEXISTING != 0]}}}').encode())
-            elif kind == L.EV_CONNECT:
-                failed = bool(err) or bool(flags & L.F_ABORTED)  # decode.events.connect_failed
-                end, start = (ev.end_ns if failed else ev.established_ns), ev.start_ns
+                    f'"host":{host},"run_id":{run_id},"seq":{seq},"pid":{pid},'
+                    f'"comm":{comms.get(comm) or self._comm(comm)},"cgroup_id":{cgroup},'
+                    f'"pid_source":"{sources.get(pid_source, "unknown")}","tid":{tid},'
+                    f'"family":"{families.get(fam) or fam}",'
+                    f'"saddr":"{addrs.get((fam, saddr)) or self._addr(fam, saddr)}","sport":{sport},'
+                    f'"daddr":"{addrs.get((fam, daddr)) or self._addr(fam, daddr)}","dport":{dport},'
+                    f'"incomplete":{"true" if flags & F_INCOMPLETE else "false"}')
+            if kind == EV_CLOSE:
+                duration = "null" if flags & F_PREEXISTING or not end or not est or end < est else (end - est) // 1000
+                append(f'{head},"direction":"{directions.get(direction, "outbound")}","duration_us":{duration},'
+                       f'"retransmits":{rtx},"syn_retransmits":{syn_rtx},"synack_retransmits":{synack_rtx},'
+                       f'"resets_sent":{rst_sent},"resets_received":{rst_recv},'
+                       f'"closed_by":"{closers.get(closed_by, "local")}","errno":{err},'
+                       f'"error":{errors.get(err) or self._error(err)},'
+                       f'"time_wait":{"true" if flags & F_TIME_WAIT else "false"},'
+                       f'"preexisting":{"true" if flags & F_PREEXISTING else "false"}}}')
+            elif kind == EV_CONNECT:
+                failed = err or flags & F_ABORTED  # decode.events.connect_failed
+                if failed:
+                    error = errors.get(err) or self._error(err) if err else _ABORTED
+                else:
+                    end, error = est, "null"
                 latency = "null" if not end or not start or end < start else (end - start) // 1000
-                error = (errors.get(err) or self._error(err) if err else _ABORTED) if failed else "null"
-                append((f'{head},"result":"{"error" if failed else "ok"}","errno":{err},"error":{error},'
-                        f'"latency_us":{latency},"syn_retransmits":{ev.syn_retransmits},'
-                        f'"resets_received":{ev.resets_received},'
-                        f'"syscall_only":{_BOOL[flags & L.F_SYSCALL_ONLY != 0]}}}').encode())
+                append(f'{head},"result":"{"error" if failed else "ok"}","errno":{err},"error":{error},'
+                       f'"latency_us":{latency},"syn_retransmits":{syn_rtx},"resets_received":{rst_recv},'
+                       f'"syscall_only":{"true" if flags & F_SYSCALL_ONLY else "false"}}}')
             else:
-                append(f'{head},"synack_retransmits":{ev.synack_retransmits}}}'.encode())
+                append(f'{head},"synack_retransmits":{synack_rtx}}}')
         return out

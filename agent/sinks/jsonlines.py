@@ -22,10 +22,10 @@ class JsonLinesSink:
         if len(self._buf) >= self.FLUSH_AT:
             self.flush()
 
-    def write_encoded(self, lines: list[bytes], _events=None, _host: str = "") -> None:
-        """A batch of records already JSON (records/encode.py), one per line;
-        written at once: a batch is already a bounded chunk."""
-        self._buf.append(b"\n".join(lines) + b"\n")
+    def write_encoded(self, lines: list[str], _events=None, _host: str = "") -> None:
+        """A batch of records already JSON text (records/encode.py), one per
+        line; written at once: a batch is already a bounded chunk."""
+        self._buf.append(("\n".join(lines) + "\n").encode())
         self.flush()
 
     def flush(self) -> None:

@@ -10,7 +10,6 @@ field for field (but the emit time).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -86,5 +85,5 @@ def test_finalize_gives_the_record_resolve_emits(tracer):
     for sk, (name, raw) in states.items():
         kernel = emitted[sk]
         twin = finalize(decode_state(raw), kernel.ts_ns)
-        assert dataclasses.asdict(twin) == dataclasses.asdict(kernel), name
+        assert twin._asdict() == kernel._asdict(), name
         assert sk not in {k.value for k in socks.keys()}, f"{name}: the state stayed behind"

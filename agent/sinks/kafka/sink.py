@@ -71,12 +71,13 @@ class KafkaSink:
             self._intake_bytes += len(value)
             self._written += 1
 
-    def write_encoded(self, lines: list[bytes], events, host: str) -> None:
-        """A batch of connection records already JSON (records/encode.py),
+    def write_encoded(self, lines: list[str], events, host: str) -> None:
+        """A batch of connection records already JSON text (records/encode.py),
         with the events they came from (their type and pid route them)."""
         topics, keys = self._route_batch(host, [RECORD_TYPES[ev.type] for ev in events], [ev.pid for ev in events])
-        items = list(zip(topics, keys, lines, [False] * len(lines)))
-        size = sum(map(len, lines))
+        values = [line.encode() for line in lines]
+        items = list(zip(topics, keys, values, [False] * len(values)))
+        size = sum(map(len, values))
         with self._cv:
             self._check()
             while self._intake_bytes >= INTAKE_MAX_BYTES and not self._stop:
