@@ -57,7 +57,7 @@ class Emitter:
     def __init__(self, sink: Sink, builder: RecordBuilder):
         self.sink = sink
         self.builder = builder
-        self.encoder = RecordEncoder(builder) if hasattr(sink, "write_encoded") else None
+        self._encoder: RecordEncoder | None = None
         self.seq = 0
         self.by_type: Counter[str] = Counter()
         self._type_counts: Counter[int] = Counter()  # EV_* -> records, named in by_type on demand
@@ -71,15 +71,18 @@ class Emitter:
     def emit_events(self, events: list[ConnEvent]) -> None:
         if not events:
             return
-        if self.encoder is None:
+        write_encoded = getattr(self.sink, "write_encoded", None)  # a reload may swap the sink
+        if write_encoded is None:
             build, emit = self.builder.from_event, self.emit
             for ev in events:
                 emit(build(ev))
             return
-        lines = self.encoder.encode(events, self.seq + 1)
+        if self._encoder is None:
+            self._encoder = RecordEncoder(self.builder)
+        lines = self._encoder.encode(events, self.seq + 1)
         self.seq += len(lines)
         self._type_counts.update(map(_TYPE_OF, events))
-        self.sink.write_encoded(lines, events, self.builder.host)
+        write_encoded(lines, events, self.builder.host)
 
     def counts(self) -> dict[str, int]:
         """Records written, by type."""
@@ -111,12 +114,17 @@ class Policy:
     # Failure records per (process, destination) and window the kernel sends
     # before it only counts the rest (`failure_records_folded`); 0 = all.
     fold_after: int = 0
+    # One record per connection end (and failed attempts): no connect or
+    # accept record of a connection that established.
+    ends: bool = False
 
     @property
     def records(self) -> int:
         """Which records the kernel sends (knobs[KNOB_RECORDS])."""
         if self.connections:
-            return layout.REC_FAILURES if self.filter.failures_only else layout.REC_ALL
+            if self.filter.failures_only:
+                return layout.REC_FAILURES
+            return layout.REC_ENDS if self.ends else layout.REC_ALL
         return layout.REC_FAILURES if self.failures_always else layout.REC_NONE
 
 
@@ -128,11 +136,12 @@ class Pipeline:
     def __init__(self, tracer, builder: RecordBuilder, sink: Sink, event_filter: EventFilter | None = None,
                  queue_max: int = 50_000, aggregator: WindowAggregator | None = None,
                  diagnoser: Diagnoser | None = None, connections: bool = True, port_usage=None,
-                 failures_always: bool = False, fold_after: int = 0):
+                 failures_always: bool = False, fold_after: int = 0, ends: bool = False):
         self.tracer = tracer
         self.builder = builder
         self.emitter = Emitter(sink, builder)
-        self.policy = Policy(event_filter or EventFilter(), connections, failures_always, fold_after=fold_after)
+        self.policy = Policy(event_filter or EventFilter(), connections, failures_always, fold_after=fold_after,
+                             ends=ends)
         self.queue_max = queue_max
         self.stats = PipelineStats()
         self._q: queue.Queue = queue.Queue()
@@ -182,6 +191,9 @@ class Pipeline:
             if not policy.failures_always:
                 return
             events = [ev for ev in events if is_failure(ev)]
+        elif policy.ends:
+            close = layout.EV_CLOSE
+            events = [ev for ev in events if ev.type == close or is_failure(ev)]
         if not events:
             return
         with self._lock:

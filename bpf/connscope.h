@@ -167,6 +167,7 @@ struct dd_bin {
 #define REC_ALL 0
 #define REC_FAILURES 1
 #define REC_NONE 2
+#define REC_ENDS 3 /* closes and failed attempts: one record per connection */
 
 /* Listening sockets: who owns the port. Address is zero for a wildcard. */
 struct listener_key {

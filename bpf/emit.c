@@ -10,7 +10,8 @@ static __always_inline int want_record(struct conn_record *rec, u8 type, int fir
 {
 	int failure = record_is_failure(rec, type);
 	u64 mode = knob(KNOB_RECORDS);
-	if (mode == REC_NONE || (mode == REC_FAILURES && !failure)) {
+	if (mode == REC_NONE || (mode == REC_FAILURES && !failure) ||
+	    (mode == REC_ENDS && !failure && type != EV_CLOSE)) {
 		if (first)
 			return 1;
 		count(CNT_NOT_SENT);

@@ -23,6 +23,9 @@ from .session import run_session
 @click.option("--failures", is_flag=True, help="Only failed attempts and abnormal closes (errno or reset).")
 @click.option("-4", "ipv4", is_flag=True, help="Only IPv4.")
 @click.option("-6", "ipv6", is_flag=True, help="Only IPv6.")
+@click.option("--ends", is_flag=True,
+              help="One record per connection end (with its connect latency) and every failed attempt, "
+                   "instead of connect, accept and close records.")
 @click.option("--summary", is_flag=True, help="Per-process window summaries and diagnoses instead of connections.")
 @click.option("--window", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
               help="Summary window length.")
@@ -35,7 +38,7 @@ from .session import run_session
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Exit after this many seconds.")
 @tracer_options
-def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, thresholds, cmdline,
+def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, ends, summary, window, thresholds, cmdline,
           sensitive_words, duration, **tracer_kw) -> None:
     """Print one record per connection attempt, accepted connection and close."""
     _refuse_conflicts(click.get_current_context(), ipv4, ipv6, summary)
@@ -46,6 +49,7 @@ def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, summary, window, th
         "filters.pids": (list(pids), "--pid"), "filters.comms": (list(comms), "--comm"),
         "filters.ports": (list(ports), "--port"), "filters.failures": (failures, "--failures"),
         "filters.family": ("ipv4" if ipv4 else "ipv6" if ipv6 else "any", "-4" if ipv4 else "-6"),
+        "agent.connection_records": ("ends" if ends else "all", "--ends"),
         "agent.cmdline": (cmdline, "--cmdline"), "agent.sensitive_words": (list(sensitive_words), "--sensitive-word"),
     })
     table = not as_json and sys.stdout.isatty()

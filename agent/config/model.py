@@ -34,6 +34,10 @@ class AgentSection:
                       choices=("stdout", "kafka"), default="stdout")
     connections: bool = key("emit one record per connection attempt, connection and close; "
                             "false = only window summaries, diagnoses and failures", default=True)
+    connection_records: str = key(
+        "per-connection records: all = connect, accept and close (four per loopback connection); ends = one "
+        "close record per connection end carrying its connect latency, plus every failed attempt",
+        choices=("all", "ends"), reload="restart", default="all")
     window: float = key("summary window length, seconds", minimum=1.0, default=60.0)
     status_interval: float = key("seconds between `agent` status records (0 = none)", minimum=0.0, default=60.0)
     cpu_budget: float = key("share of one core the agent's user-space loop may use before it samples "

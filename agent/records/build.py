@@ -38,8 +38,12 @@ def _us(end_ns: int, start_ns: int) -> int | None:
 class RecordBuilder:
     """Builds records for one agent: host name and clock are fixed."""
 
-    def __init__(self, host: str | None = None, clock: WallClock | None = None, run_id: str | None = None):
+    def __init__(self, host: str | None = None, clock: WallClock | None = None, run_id: str | None = None,
+                 connect_on_close: bool = False):
         self.host = host or socket.gethostname()
+        # agent.connection_records = "ends": no connect or accept record for a
+        # connection that established, so its close says what they said
+        self.connect_on_close = connect_on_close
         # Delivery to Kafka is at least once: (host, run_id, seq) names a
         # record uniquely, so consumers can drop the duplicates of a retry.
         self.run_id = run_id or uuid.uuid4().hex
@@ -88,6 +92,8 @@ class RecordBuilder:
             rec["error"] = error_name(ev.err) if ev.err else None
             rec["time_wait"] = bool(ev.flags & L.F_TIME_WAIT)
             rec["preexisting"] = bool(ev.flags & L.F_PREEXISTING)
+            if self.connect_on_close:
+                rec["connect_latency_us"] = _us(ev.established_ns, ev.start_ns)
         return rec
 
     def agent_record(self, event: str, **fields) -> dict:

@@ -36,6 +36,7 @@ class RecordEncoder:
 
     def __init__(self, builder: RecordBuilder):
         self.clock = builder.clock
+        self._connect_on_close = builder.connect_on_close
         self._host = _json(builder.host)
         self._run_id = _json(builder.run_id)
         self._comms: dict[bytes, str] = {}
@@ -77,6 +78,7 @@ class RecordEncoder:
         EV_CLOSE, EV_CONNECT = L.EV_CLOSE, L.EV_CONNECT
         F_INCOMPLETE, F_PREEXISTING, F_TIME_WAIT, F_ABORTED, F_SYSCALL_ONLY = (
             L.F_INCOMPLETE, L.F_PREEXISTING, L.F_TIME_WAIT, L.F_ABORTED, L.F_SYSCALL_ONLY)
+        on_close = self._connect_on_close
         out = []
         append = out.append
         seq = first_seq - 1
@@ -95,13 +97,17 @@ class RecordEncoder:
                     f'"incomplete":{"true" if flags & F_INCOMPLETE else "false"}')
             if kind == EV_CLOSE:
                 duration = "null" if flags & F_PREEXISTING or not end or not est or end < est else (end - est) // 1000
+                extra = ""
+                if on_close:
+                    extra = ',"connect_latency_us":' + (
+                        "null" if not est or not start or est < start else str((est - start) // 1000))
                 append(f'{head},"direction":"{directions.get(direction, "outbound")}","duration_us":{duration},'
                        f'"retransmits":{rtx},"syn_retransmits":{syn_rtx},"synack_retransmits":{synack_rtx},'
                        f'"resets_sent":{rst_sent},"resets_received":{rst_recv},'
                        f'"closed_by":"{closers.get(closed_by, "local")}","errno":{err},'
                        f'"error":{errors.get(err) or self._error(err)},'
                        f'"time_wait":{"true" if flags & F_TIME_WAIT else "false"},'
-                       f'"preexisting":{"true" if flags & F_PREEXISTING else "false"}}}')
+                       f'"preexisting":{"true" if flags & F_PREEXISTING else "false"}{extra}}}')
             elif kind == EV_CONNECT:
                 failed = err or flags & F_ABORTED  # decode.events.connect_failed
                 if failed:

@@ -36,9 +36,10 @@ def variants():
         yield event(**kw)
 
 
+@pytest.mark.parametrize("connect_on_close", [False, True])
 @pytest.mark.parametrize("host", ["h1", 'we%ird "host"\\é'])
-def test_templates_write_what_the_builder_and_orjson_write(host):
-    builder = RecordBuilder(host=host)
+def test_templates_write_what_the_builder_and_orjson_write(host, connect_on_close):
+    builder = RecordBuilder(host=host, connect_on_close=connect_on_close)
     encoder = RecordEncoder(builder)
     events = list(variants())
     assert len(events) > 4000
