@@ -68,21 +68,24 @@ class Emitter:
         self.by_type[record["type"]] += 1
         self.sink.write(record)
 
-    def emit_events(self, events: list[ConnEvent]) -> None:
+    def emit_events(self, events: list[ConnEvent]) -> list[str] | None:
+        """Writes connection records; returns their JSON text when they went
+        encoded (what the sink got, for tests and replay tools)."""
         if not events:
-            return
+            return None
         write_encoded = getattr(self.sink, "write_encoded", None)  # a reload may swap the sink
         if write_encoded is None:
             build, emit = self.builder.from_event, self.emit
             for ev in events:
                 emit(build(ev))
-            return
+            return None
         if self._encoder is None:
             self._encoder = RecordEncoder(self.builder)
         lines = self._encoder.encode(events, self.seq + 1)
         self.seq += len(lines)
         self._type_counts.update(map(_TYPE_OF, events))
         write_encoded(lines, events, self.builder.host)
+        return lines
 
     def counts(self) -> dict[str, int]:
         """Records written, by type."""

@@ -4,19 +4,24 @@
 
 For each broker (librdkafka's mock cluster in this process, and Tansu in its
 own process) and each codec, times:
-- the sink: KafkaSink.write() of every record, flush() every batch as the
-  pipeline does, until the broker acknowledged them all;
-- kafka-python alone: orjson.dumps + KafkaProducer.send with the producer
-  settings the sink uses, then flush(), with none of the sink's accounting,
+- the sink: KafkaSink.write_encoded() of every batch of BATCH records, as the
+  pipeline's writer hands them over (already JSON text, from the template
+  encoder, records/encode.py), then flush(), until the broker acknowledged
+  them all;
+- kafka-python alone: KafkaProducer.send of the same records (the text
+  encoded to bytes, as the sink does) with the producer settings the sink
+  uses, then flush(), with none of the sink's accounting, memory stage,
   in-flight bound or spool;
-and once, the stdout sink (JsonLinesSink) into /dev/null.
+and once, the stdout sink (JsonLinesSink) into /dev/null, from the same batches.
+Encoding the records is the pipeline's work, the same for every sink, and
+is left out of all three (records/encode.py costs about 1.3 µs per record).
 
 The measuring process runs on one core (os.sched_setaffinity); the brokers and
 the mock's threads are moved to the other core, so the figure is what one core
 of the agent can hand to Kafka. CPU is user+sys of this process's threads on
 that core (schedstat), per record. Records are connect, accept and two close
-records per connection (what the agent emits), built by RecordBuilder from
-decoded events, about 400 bytes of JSON each. Prints a markdown table and the
+records per connection (what the agent emits), encoded from decoded events,
+about 480 bytes of JSON each. Prints a markdown table and the
 command; BENCHMARKS.md's "Kafka sink throughput" section is that output.
 """
 
@@ -37,6 +42,7 @@ import orjson
 from agent.decode import layout as L
 from agent.decode.events import ConnEvent
 from agent.records.build import RecordBuilder
+from agent.records.encode import RecordEncoder
 
 CODECS = ("none", "gzip", "lz4", "zstd", "snappy")
 BATCH = 500  # records per pipeline batch (write() x BATCH, then flush())
@@ -45,12 +51,14 @@ DEFAULT_RECORDS = 20_000
 
 # --- records -------------------------------------------------------------------------
 
-def make_records(n: int) -> list[dict]:
-    """``n`` schema-v1 records: per connection connect, accept, close (out), close (in)."""
-    b = RecordBuilder(host="bench-host-01.example.internal")
+HOST = "bench-host-01.example.internal"
+
+
+def make_events(n: int) -> list[ConnEvent]:
+    """``n`` decoded events: per connection connect, accept, close (out), close (in)."""
     v4 = lambda a: socket.inet_pton(socket.AF_INET, a) + bytes(12)  # noqa: E731
     comms = [b"nginx", b"curl", b"python3", b"postgres", b"envoy"]
-    out: list[dict] = []
+    out: list[ConnEvent] = []
     i = 0
     while len(out) < n:
         pid = 2000 + i % 37
@@ -72,12 +80,27 @@ def make_records(n: int) -> list[dict]:
             dict(common, **server, type=L.EV_CLOSE, ts_ns=t + 901_000, end_ns=t + 901_000,
                  flags=L.F_ESTABLISHED, closed_by=L.CLOSED_BY_PEER),
         ]
-        for ev in events:
-            rec = b.from_event(ConnEvent(**ev))
-            rec["seq"] = len(out) + 1
-            out.append(rec)
+        out += [ConnEvent(**ev) for ev in events]
         i += 1
     return out[:n]
+
+
+def make_records(events: list[ConnEvent]) -> list[dict]:
+    """The schema-v1 records of the events, numbered."""
+    b = RecordBuilder(host=HOST)
+    out = []
+    for i, ev in enumerate(events, 1):
+        rec = b.from_event(ev)
+        rec["seq"] = i
+        out.append(rec)
+    return out
+
+
+def encode_batches(events: list[ConnEvent]) -> list[tuple[list[str], list[ConnEvent]]]:
+    """The events as the pipeline's writer hands them to a sink: encoded
+    text (records/encode.py) in batches of BATCH, with their events."""
+    encoder = RecordEncoder(RecordBuilder(host=HOST))
+    return [(encoder.encode(events[i:i + BATCH], i + 1), events[i:i + BATCH]) for i in range(0, len(events), BATCH)]
 
 
 # --- CPU placement and accounting ---------------------------------------------------
@@ -111,7 +134,7 @@ def cpu_ns(exclude: set[int]) -> int:
 
 # --- the runs -----------------------------------------------------------------------
 
-def run_sink(bootstrap: str, topic: str, codec: str, api_version: str | None, records: list[dict],
+def run_sink(bootstrap: str, topic: str, codec: str, api_version: str | None, batches: list[tuple],
              exclude: set[int], paced: bool = False) -> tuple[float, float, float]:
     """(records/s, CPU µs per record, share of records that went through the spool) of KafkaSink,
     from the first write to the last acknowledgement.
@@ -126,26 +149,29 @@ def run_sink(bootstrap: str, topic: str, codec: str, api_version: str | None, re
         sink = KafkaSink(settings, spool, warn=warnings.append)
         try:
             _wait(lambda: sink.stats()["state"] == "delivering", 30, "the sink to connect")
+            total = sum(len(lines) for lines, _ in batches)
             cpu0, t0 = cpu_ns(exclude), time.perf_counter()
-            for i in range(0, len(records), BATCH):
+            written = 0
+            for lines, events in batches:
                 if paced:
-                    _wait(lambda: sink.stats()["handed"] >= i, 60, "the hand-over", poll=0.0005)
-                for rec in records[i:i + BATCH]:
-                    sink.write(rec)
+                    _wait(lambda: sink.stats()["handed"] >= written, 60, "the hand-over", poll=0.0005)
+                sink.write_encoded(lines, events, HOST)
                 sink.flush()
-            _wait(lambda: sink.stats()["acked"] >= len(records), 120, "every acknowledgement", poll=0.002)
+                written += len(lines)
+            _wait(lambda: sink.stats()["acked"] >= total, 120, "every acknowledgement", poll=0.002)
             elapsed, cpu = time.perf_counter() - t0, cpu_ns(exclude) - cpu0
             stats = sink.stats()
         finally:
             sink.close()
-    if warnings or stats["dropped"] or stats["acked"] != len(records):
+    if warnings or stats["dropped"] or stats["acked"] != total:
         raise SystemExit(f"sink run not clean ({codec}): {warnings} {stats}")
-    return len(records) / elapsed, cpu / 1000 / len(records), stats["spooled"] / len(records)
+    return total / elapsed, cpu / 1000 / total, stats["spooled"] / total
 
 
-def run_producer(bootstrap: str, topic: str, codec: str, api_version: str | None, records: list[dict],
+def run_producer(bootstrap: str, topic: str, codec: str, api_version: str | None, batches: list[tuple],
                  exclude: set[int]) -> tuple[float, float]:
-    """(records/s, CPU µs per record) of kafka-python alone with the sink's producer settings."""
+    """(records/s, CPU µs per record) of kafka-python alone with the sink's producer settings,
+    sending the same encoded records (text to bytes, as the sink does)."""
     from kafka import KafkaProducer
     from agent.sinks.kafka import KafkaSettings
     conf = KafkaSettings(bootstrap=[bootstrap], topic=topic, compression=codec,
@@ -153,29 +179,31 @@ def run_producer(bootstrap: str, topic: str, codec: str, api_version: str | None
     producer = KafkaProducer(**conf)
     try:
         producer.send(topic, key=b"warm-up", value=b"{}").get(timeout=30)  # connected, metadata known
-        host = records[0]["host"].encode()
+        host = HOST.encode()
+        total = sum(len(lines) for lines, _ in batches)
         cpu0, t0 = cpu_ns(exclude), time.perf_counter()
-        for rec in records:
-            producer.send(topic, key=host, value=orjson.dumps(rec))
+        for lines, _ in batches:
+            for line in lines:
+                producer.send(topic, key=host, value=line.encode())
         producer.flush(timeout=120)
         elapsed, cpu = time.perf_counter() - t0, cpu_ns(exclude) - cpu0
     finally:
         producer.close(timeout=10)
-    return len(records) / elapsed, cpu / 1000 / len(records)
+    return total / elapsed, cpu / 1000 / total
 
 
-def run_jsonlines(records: list[dict], exclude: set[int]) -> tuple[float, float]:
-    """(records/s, CPU µs per record) of the stdout sink writing into /dev/null."""
+def run_jsonlines(batches: list[tuple], exclude: set[int]) -> tuple[float, float]:
+    """(records/s, CPU µs per record) of the stdout sink writing the encoded batches into /dev/null."""
     from agent.sinks.jsonlines import JsonLinesSink
+    total = sum(len(lines) for lines, _ in batches)
     with open(os.devnull, "wb") as devnull:
         sink = JsonLinesSink(devnull)
         cpu0, t0 = cpu_ns(exclude), time.perf_counter()
-        for i in range(0, len(records), BATCH):
-            for rec in records[i:i + BATCH]:
-                sink.write(rec)
+        for lines, events in batches:
+            sink.write_encoded(lines, events, HOST)
             sink.flush()
         elapsed, cpu = time.perf_counter() - t0, cpu_ns(exclude) - cpu0
-    return len(records) / elapsed, cpu / 1000 / len(records)
+    return total / elapsed, cpu / 1000 / total
 
 
 def _wait(cond, timeout: float, what: str, poll: float = 0.01) -> None:
@@ -264,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cpus = sorted(os.sched_getaffinity(0))
     bench_cpu, broker_cpu = cpus[0], cpus[-1]  # the same core when only one is available
-    records = make_records(args.records)
-    size = statistics.mean(len(orjson.dumps(r)) for r in records)
+    events = make_events(args.records)
+    batches = encode_batches(events)
+    size = statistics.mean(len(orjson.dumps(r)) for r in make_records(events))
     t_start = time.monotonic()
     results: dict[tuple[str, str, str], list[tuple]] = {}
     modes = ("burst", "paced", "alone")
@@ -275,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {bench_cpu})  # this thread, and every thread it starts from now on
             exclude = brokers.mock_tids
             for _ in range(args.rounds):
-                results.setdefault(("stdout", "-", "jsonl"), []).append(run_jsonlines(records, exclude))
+                results.setdefault(("stdout", "-", "jsonl"), []).append(run_jsonlines(batches, exclude))
             for target in targets:
                 bootstrap, api_version, create = brokers.target(target)
                 for codec in codecs:
@@ -284,9 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                             topic = f"bench-{target}-{codec}-{mode}-{r}"
                             create(topic)
                             if mode == "alone":
-                                out = run_producer(bootstrap, topic, codec, api_version, records, exclude)
+                                out = run_producer(bootstrap, topic, codec, api_version, batches, exclude)
                             else:
-                                out = run_sink(bootstrap, topic, codec, api_version, records, exclude,
+                                out = run_sink(bootstrap, topic, codec, api_version, batches, exclude,
                                                paced=mode == "paced")
                             results.setdefault((target, codec, mode), []).append(out)
                             print(f"  {target:5} {codec:6} {mode:5} {out[0]:>10,.0f} rec/s",

@@ -53,7 +53,7 @@ class Feeder:
 
     def __init__(self, sink, pids: int = 512, run_id: str = RUN_ID):
         self.builder = RecordBuilder(host=HOST, run_id=run_id)
-        self.emitter = Emitter(sink)
+        self.emitter = Emitter(sink, self.builder)
         self.sink = sink
         self.events = event_variants(pids)
         self.sent: dict[tuple[str, int], bytes] = {}  # (run_id, seq) -> the JSON the sink must deliver
@@ -68,14 +68,17 @@ class Feeder:
         self.sent[(rec["run_id"], rec["seq"])] = orjson.dumps(rec)
 
     def write(self, n: int) -> None:
-        """n connection records, then flush and report losses."""
-        for _ in range(n):
-            ev = self.events[self._i % len(self.events)]
-            self._i += 1
-            rec = self.builder.from_event(ev)
-            self._emit(rec)
-            if self._i <= len(self.events):  # each variant once; later ones differ only in seq
-                assert_valid(rec)
+        """n connection records, as the pipeline writes them (one encoded
+        batch: records/encode.py, KafkaSink.write_encoded), then flush and
+        report losses."""
+        batch = [self.events[(self._i + k) % len(self.events)] for k in range(n)]
+        first = self.emitter.seq + 1
+        lines = self.emitter.emit_events(batch)
+        for k, line in enumerate(lines):
+            self.sent[(self.builder.run_id, first + k)] = line.encode()
+            if self._i + k < len(self.events):  # each variant once; later ones differ only in seq
+                assert_valid(orjson.loads(line))
+        self._i += n
         self.flush()
 
     def flush(self) -> None:

@@ -52,3 +52,26 @@ def test_one_topic_per_record_type_keyed_by_host(mock_cluster, tmp_path):
         sent = {s: v for s, v in feeder.sent.items() if orjson.loads(v)["type"] == t}
         got = check_delivered(mock_cluster, f"cs.{t}", 3, sent)
         assert len(got) == 150
+
+
+def test_a_burst_with_the_broker_up_stays_out_of_the_spool(mock_cluster, tmp_path):
+    """40,000 records written as fast as the writer goes (far past the in-flight
+    bound) wait in memory, not on disk, and all arrive in order."""
+    mock_cluster.create_topic("connscope", PARTITIONS)
+    sink = KafkaSink(settings_for(mock_cluster, max_in_flight_bytes=1 << 20), str(tmp_path))
+    feeder = Feeder(sink, pids=40)
+    try:
+        wait_for(lambda: sink.stats()["state"] == "delivering", 30, "the sink to connect")
+        peak = 0
+        for _ in range(80):
+            feeder.write(500)
+            peak = max(peak, sink.stats()["memory_bytes"])
+        wait_for(lambda: sink.stats()["acked"] >= 40_000, 60, "40,000 acknowledgements")
+        stats = sink.stats()
+    finally:
+        sink.close()
+    assert peak > 0  # the writer outran the in-flight bound: records waited in memory
+    assert (stats["acked"], stats["spooled"], stats["replayed"], stats["dropped"]) == (40_000, 0, 0, 0)
+    assert stats["spool_bytes"] == 0
+    got = check_delivered(mock_cluster, "connscope", PARTITIONS, feeder.sent, validate_every=97)
+    assert len(got) == 40_000

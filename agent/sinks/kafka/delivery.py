@@ -1,22 +1,32 @@
 """The Kafka sink's delivery logic. Runs only on the sink's own thread.
 
-Three sources of records, oldest first:
+Four sources of records, oldest first:
   retry   - records that were handed to the producer and failed (or were
             still unacknowledged at a stop); an on-disk spool
-  backlog - records that could not be handed over (no broker, the in-flight
-            bound reached, or older records still waiting); an on-disk spool
+  backlog - records that could not be handed over while brokers failed, or
+            that overflowed the memory stage; an on-disk spool
+  memory  - records written while brokers answer, waiting for room in
+            flight; bounded by `memory_max_bytes`, never on disk
   fresh   - records just written
 A source is handed over only when the ones before it are fully handed over,
 so records reach the producer in the order they were written; kafka-python
 (idempotent, at most 5 requests in flight) keeps that order per partition.
-A record that fails goes back to a spool and is sent again: delivery is at
-least once, and a retried record can arrive after newer ones (consumers
-order and de-duplicate by (host, run_id, seq)).
+While the spools hold unread records the memory stage is empty: fresh
+records go behind them, to the backlog. A record that fails goes back to a
+spool and is sent again: delivery is at least once, and a retried record can
+arrive after newer ones (consumers order and de-duplicate by (host, run_id,
+seq)).
+
+Records are handed over and accounted in flights (one hand-over of up to a
+batch, from one source): the producer's futures are kept in order and read
+when the flight's last one resolves (one callback per flight, not per
+record), or on the thread's next pass.
 
 kafka-python 3 buffers without bound while brokers are away, so at most
 `max_in_flight_bytes` are handed to it and not yet acknowledged; the rest
-waits in the backlog. Spool records are committed (and their segments
-deleted) only once acknowledged, so a crash or SIGKILL replays them.
+waits in memory, or in the backlog. Spool records are committed (and their
+segments deleted) only once acknowledged, so a crash or SIGKILL replays
+them.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ REPLAY_ROUND = 500  # records replayed before the thread looks at new ones again
 METADATA_WAIT_MS = 2000  # longest a send blocks the sink thread for topic metadata
 PROBE_BACKOFF = (0.5, 5.0)  # seconds between probes while brokers fail, doubling
 SYNC_EVERY_S = 1.0  # fsync spools written to, at most this often
+STALL_S = 2.0  # records in flight and none resolved this long: the memory stage goes to disk
 WEDGED_SLACK_S = 10.0  # beyond kafka-python's own timeouts: a producer silent this long is replaced
 
 
@@ -59,15 +70,18 @@ def make_router(settings: KafkaSettings):
 
 
 def make_batch_router(settings: KafkaSettings):
-    """(host, record types, pids) of a batch -> (topics, keys) per record,
-    as make_router routes each record's dict."""
+    """(host, record types by event, the events) of a batch -> (topics, keys)
+    per record, as make_router routes each record's dict."""
     template, by_pid = settings.topic, settings.key == "host_pid"
     per_type = "{type}" in template
 
-    def route(host: str, types: list[str], pids: list[int]) -> tuple[list[str], list[bytes]]:
-        n = len(types)
-        topics = [template.replace("{type}", t) for t in types] if per_type else [template] * n
-        keys = [f"{host}/{pid}".encode() for pid in pids] if by_pid else [host.encode()] * n
+    def route(host: str, type_names: dict, events: list) -> tuple[list[str], list[bytes]]:
+        n = len(events)
+        if per_type:
+            topics = [template.replace("{type}", type_names[ev.type]) for ev in events]
+        else:
+            topics = [template] * n
+        keys = [f"{host}/{ev.pid}".encode() for ev in events] if by_pid else [host.encode()] * n
         return topics, keys
     return route
 
@@ -87,6 +101,19 @@ class Source:
     unread: bool = True  # records may exist past `ahead` (unknown at start)
     failed: bool = False  # a record handed from here failed: rewind once all are settled
     batches: deque = field(default_factory=deque)
+
+
+@dataclass(eq=False)
+class Flight:
+    """Records handed to the producer in one go, from one source, in order."""
+
+    futures: list  # kafka-python's futures, in hand-over order
+    values: list[bytes]
+    size: int  # bytes (values and keys), released when the whole flight settles
+    src: Source | None = None  # None: fresh records (from memory)
+    batch: Batch | None = None  # the spool batch a replay flight belongs to
+    settled: int = 0  # futures read so far, from the front
+    failed: list = field(default_factory=list)  # indexes of those that failed
 
 
 @dataclass
@@ -120,18 +147,22 @@ class Delivery:
         self.route = make_router(settings)
         retry = _open_spool(os.path.join(spool_dir, "retry"), 2 * settings.max_in_flight_bytes)
         backlog = _open_spool(os.path.join(spool_dir, "backlog"), settings.spool_max_bytes)
-        self.retry = Source("retry", retry, retry.committed)
-        self.backlog = Source("backlog", backlog, backlog.committed)
+        # an empty spool has nothing to replay: fresh records need not wait behind it
+        self.retry = Source("retry", retry, retry.committed, unread=retry.size_bytes > 0)
+        self.backlog = Source("backlog", backlog, backlog.committed, unread=backlog.size_bytes > 0)
         self.c = Counters()
         self.losses: deque[tuple[int, str]] = deque()  # (count, reason), drained by the writer
         self.last_error: str | None = None
         self.producer = None
         self.healthy = True
         self.closed = False
-        self.inflight: dict[int, tuple] = {}  # token -> (size, source, batch, value)
+        self.flights: deque[Flight] = deque()  # handed over, not all settled; in hand-over order
         self.inflight_bytes = 0
+        self.inflight_records = 0
         self._replays_inflight = 0  # of those, records handed from a spool
-        self._token = 0
+        # memory stage: (topics, keys, values, lost flags or None, bytes) per written batch
+        self.memory: deque[tuple] = deque()
+        self.memory_bytes = 0
         self._held: list[bytes] = []  # `lost` records not even the reserve could hold
         self._probe_at = 0.0
         self._backoff = PROBE_BACKOFF[0]
@@ -241,28 +272,47 @@ class Delivery:
         return self.retry.unread or self.backlog.unread or bool(self._held)
 
     # --- sending ---------------------------------------------------------------
-    def _send(self, topic: str, key: bytes, value: bytes, src: Source | None, batch: Batch | None):
-        """Hands one record to the producer; returns the exception if send() raised."""
-        try:
-            fut = self.producer.send(topic, value=value, key=key)
-        except Exception as exc:  # metadata timeout, authorization, a record too large...
-            return exc
-        if fut.failed():  # kafka-python returns some send() errors as a failed future
-            return fut.exception
-        if not self.inflight:
-            self._progress_at = time.monotonic()
-        self._token += 1
-        tok, size = self._token, len(value) + len(key)
-        self.inflight[tok] = (size, src, batch, value)
-        self.inflight_bytes += size
-        self._replays_inflight += src is not None
-        self.c.handed += 1
-        fut.add_callback(self._on_done, tok)
-        fut.add_errback(self._on_done, tok)
-        return None
+    def _hand_over(self, topics: list[str], keys: list[bytes], values: list[bytes],
+                   src: Source | None = None, batch: Batch | None = None) -> int:
+        """Hands records to the producer, in order, as one flight; returns how
+        many it took. A send() that raises stops the hand-over (delivery
+        trouble) unless the error is the record's own (it is rejected)."""
+        send = self.producer.send
+        futures: list = []
+        append = futures.append
+        taken = size = 0
+        exc = None
+        for topic, key, value in zip(topics, keys, values):
+            try:
+                append(send(topic, value=value, key=key))
+            except Exception as err:  # metadata timeout, authorization, a record too large...
+                if is_record_error(err):
+                    self._reject(err)
+                    taken += 1
+                    append(None)
+                    continue
+                exc = err
+                break
+            taken += 1
+            size += len(value) + len(key)
+        if futures:
+            if not self.flights:
+                self._progress_at = time.monotonic()
+            n = len(futures)
+            last = next((f for f in reversed(futures) if f is not None), None)
+            self.flights.append(Flight(futures, values[:n], size, src, batch))
+            self.inflight_bytes += size
+            self.inflight_records += n
+            self._replays_inflight += n if src is not None else 0
+            self.c.handed += n
+            if last is not None:
+                last.add_both(self._on_done)  # the flight's last record: wake the thread
+        if exc is not None:
+            self.trouble(exc, topic=topics[taken])
+        return taken
 
-    def _on_done(self, tok: int, result) -> None:  # kafka-python's I/O thread
-        self.notify((tok, result if isinstance(result, BaseException) else None))
+    def _on_done(self, _result) -> None:  # kafka-python's I/O thread
+        self.notify(True)
 
     def _reject(self, exc: BaseException) -> None:
         self.c.rejected += 1
@@ -270,46 +320,78 @@ class Delivery:
         self.last_error = explain(exc, [], self.settings.bootstrap)
 
     # --- acknowledgements --------------------------------------------------------
-    def handle(self, events) -> None:
-        """Acknowledgements and failures from the producer, in arrival order."""
+    def handle(self, _events=None, failing: BaseException | None = None) -> None:
+        """Reads the futures of the flights, oldest first, as far as they resolved.
+        `failing` fails every unresolved one with that error (a wedged producer)."""
         if self.closed:
             return
-        if events:
-            self._progress_at = time.monotonic()
-        failed_fresh: list[tuple[int, bytes]] = []
         first_error = None
-        for tok, exc in events:
-            entry = self.inflight.pop(tok, None)
-            if entry is None:
-                continue
-            size, src, batch, value = entry
-            self.inflight_bytes -= size
-            self._replays_inflight -= src is not None
-            if exc is None or is_record_error(exc):
-                if exc is None:
-                    self.c.acked += 1
-                    if src is not None:
-                        self.c.replayed += 1
-                    self._recovered()
-                else:
-                    self._reject(exc)
-                if batch is not None:
-                    batch.outstanding -= 1
-                continue
-            self.c.failed += 1
-            first_error = first_error or exc
-            if src is None:
-                failed_fresh.append((tok, value))
-            else:
-                batch.outstanding -= 1
-                batch.failed = src.failed = True
-        if failed_fresh:
-            failed_fresh.sort()
-            self._to_retry([v for _, v in failed_fresh])
+        progressed = False
+        while self.flights:
+            flight = self.flights[0]
+            futures = flight.futures
+            i, n = flight.settled, len(futures)
+            failed = flight.failed
+            while i < n:
+                fut = futures[i]
+                if fut is not None:
+                    if not fut.is_done:
+                        if failing is None:
+                            break
+                        failed.append(i)
+                    elif fut.exception is not None:
+                        failed.append(i)
+                i += 1
+            if i > flight.settled:
+                progressed = True
+            flight.settled = i
+            if i < n:
+                break
+            self.flights.popleft()
+            first_error = self._settle_flight(flight, failing) or first_error
+        if progressed:
+            self._progress_at = time.monotonic()
         if first_error is not None:
             self.trouble(first_error)
         self._settle(self.retry)
         self._settle(self.backlog)
+
+    def _settle_flight(self, flight: Flight, failing: BaseException | None) -> BaseException | None:
+        """Counts a flight whose futures all resolved; fresh records that failed
+        go to the retry spool; a replay batch with a failure rewinds its source."""
+        futures = flight.futures
+        n = len(futures)
+        self.inflight_bytes -= flight.size
+        self.inflight_records -= n
+        src = flight.src
+        if src is not None:
+            self._replays_inflight -= n
+        retry: list[bytes] = []
+        first_error = None
+        rejected = 0
+        for i in flight.failed:
+            fut = futures[i]
+            exc = fut.exception if fut.is_done else failing
+            if is_record_error(exc):
+                self._reject(exc)
+                rejected += 1
+            else:
+                self.c.failed += 1
+                first_error = first_error or exc
+                retry.append(flight.values[i])
+        acked = n - len(flight.failed) - futures.count(None)
+        self.c.acked += acked
+        if acked:
+            self._recovered()
+        if src is None:
+            if retry:
+                self._to_retry(retry)
+        else:
+            self.c.replayed += acked
+            flight.batch.outstanding -= n
+            if retry:
+                flight.batch.failed = src.failed = True
+        return first_error
 
     def _to_retry(self, values: list[bytes]) -> None:
         n = self.retry.spool.append_many(values, over=RESERVE)
@@ -330,24 +412,49 @@ class Delivery:
             src.failed = False
 
     # --- fresh records -------------------------------------------------------------
-    def route_fresh(self, items: list[tuple[str, bytes, bytes, bool]]) -> None:
-        """(topic, key, value, is_lost) just written: to the producer when nothing
-        older waits and there is room in flight, else to the backlog."""
-        i = 0
-        if self.producer is not None and self.healthy and not self._unread():
+    def route_fresh(self, chunks: list[tuple]) -> None:
+        """Batches just written, each (topics, keys, values, lost flags or None,
+        bytes): into the memory stage, and from it to the producer while there
+        is room in flight. To the backlog spool instead while brokers fail or
+        older records wait there, and when the memory stage is over its bound
+        (all of it then, oldest first, so that order holds)."""
+        memory = self.memory
+        for chunk in chunks:
+            memory.append(chunk)
+            self.memory_bytes += chunk[4]
+        if not memory:
+            return
+        if not self.healthy or self._unread() or self._stalled():
+            self._spill()
+            return
+        if self.producer is not None:
             limit = self.settings.max_in_flight_bytes
-            while i < len(items) and self.inflight_bytes < limit:
-                topic, key, value, _ = items[i]
-                exc = self._send(topic, key, value, None, None)
-                if exc is not None:
-                    if not is_record_error(exc):
-                        self.trouble(exc, topic=topic)
-                        break
-                    self._reject(exc)
-                i += 1
-        if i < len(items):
-            rest = items[i:]
-            self._spool([v for _, _, v, _ in rest], [lost for *_, lost in rest])
+            while memory and self.inflight_bytes < limit and self.healthy:
+                topics, keys, values, lost, size = memory.popleft()
+                self.memory_bytes -= size
+                taken = self._hand_over(topics, keys, values)
+                if taken < len(values):  # trouble: the rest goes first next time (to the spool)
+                    rest = (topics[taken:], keys[taken:], values[taken:], lost[taken:] if lost else None,
+                            sum(map(len, values[taken:])))
+                    memory.appendleft(rest)
+                    self.memory_bytes += rest[4]
+                    break
+        if not self.healthy or self.memory_bytes > self.settings.memory_max_bytes:
+            self._spill()
+
+    def _stalled(self) -> bool:
+        """Records in flight and none resolved for STALL_S: brokers may be
+        gone without an error yet (kafka-python retries until its delivery
+        timeout). What waits in memory then goes to disk, where a crash
+        cannot take it."""
+        return bool(self.flights) and time.monotonic() - self._progress_at > STALL_S
+
+    def _spill(self) -> None:
+        """The memory stage, oldest first, to the backlog spool."""
+        while self.memory:
+            _topics, _keys, values, lost, _size = self.memory.popleft()
+            self._spool(values, lost or [False] * len(values))
+        self.memory_bytes = 0
 
     def _spool(self, values: list[bytes], lost: list[bool]) -> None:
         bl = self.backlog
@@ -406,23 +513,20 @@ class Delivery:
             src.ahead = cur
             if len(items) < want:
                 src.unread = False
-            for n, value in enumerate(items):
+            topics, keys, values = [], [], []
+            for value in items:
                 try:
                     topic, key = self.route(orjson.loads(value))
                 except orjson.JSONDecodeError:  # checksummed, so never ours: skip it
                     batch.outstanding -= 1
                     continue
-                exc = self._send(topic, key, value, src, batch)
-                if exc is None:
-                    continue
-                if is_record_error(exc):
-                    self._reject(exc)
-                    batch.outstanding -= 1
-                    continue
-                batch.outstanding -= len(items) - n
+                topics.append(topic)
+                keys.append(key)
+                values.append(value)
+            taken = self._hand_over(topics, keys, values, src, batch) if values else 0
+            if taken < len(values):  # trouble: the rest is read again after the rewind
+                batch.outstanding -= len(values) - taken
                 batch.failed = src.failed = True
-                self.trouble(exc, topic=topic)
-                break
             handed += len(items)
             self._settle(src)
             if not self.healthy:
@@ -453,20 +557,20 @@ class Delivery:
         that resolved nothing for longer than that (plus the request timeout
         and some slack) while records are in flight is wedged: it is closed,
         its records go back to the spools as failed, and a new one is made."""
-        if self.producer is None or not self.inflight:
+        if self.producer is None or not self.flights:
             return
         silent = time.monotonic() - self._progress_at
         if silent < self._wedged_after:
             return
         producer, self.producer = self.producer, None
         self.c.producers_replaced += 1
-        n = len(self.inflight)
+        n = self.inflight_records
         self.warn(f"connscope: kafka: the producer resolved none of its {n} records in flight for {silent:.0f} s; "
                   "replacing it (those records are sent again from the spool)")
         # close() may wait on the wedged client: never on this thread
         threading.Thread(target=close_now, args=(producer,), name="connscope-kafka-close", daemon=True).start()
         stuck = kerr.KafkaTimeoutError(f"no acknowledgement within {self._wedged_after:.0f} s (producer replaced)")
-        self.handle([(tok, stuck) for tok in sorted(self.inflight)])
+        self.handle(failing=stuck)
 
     def sync(self) -> None:
         for src in (self.retry, self.backlog):
@@ -476,24 +580,38 @@ class Delivery:
 
     # --- stop ----------------------------------------------------------------------
     def shutdown(self, deadline: float, drain) -> None:
-        """Waits for the brokers until `deadline` (monotonic); what is still not
-        acknowledged stays in (or goes to) the spool for the next start."""
+        """Hands the memory stage over and waits for the brokers until
+        `deadline` (monotonic); what is still not acknowledged stays in (or
+        goes to) the spool for the next start."""
         if self.producer is not None:
+            if self.healthy and not self._unread():
+                while self.memory and self.healthy and time.monotonic() < deadline:
+                    topics, keys, values, lost, size = self.memory.popleft()
+                    self.memory_bytes -= size
+                    taken = self._hand_over(topics, keys, values)
+                    if taken < len(values):
+                        self.memory.appendleft((topics[taken:], keys[taken:], values[taken:],
+                                                lost[taken:] if lost else None, sum(map(len, values[taken:]))))
+                        break
             try:
                 self.producer.flush(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # KafkaTimeoutError: what is left goes to the spool
                 pass
-            self.handle(drain())
+            drain()
+            self.handle()
+        self._spill()  # the backlog spool keeps its order: memory is newer than all of it
         self.closed = True
-        fresh = sorted((tok, e[3]) for tok, e in self.inflight.items() if e[1] is None)
+        # unsettled flights: every record not acknowledged (failed or pending) is sent again
+        fresh = [v for f in self.flights if f.src is None
+                 for fut, v in zip(f.futures, f.values) if fut is not None and not fut.succeeded()]
         if fresh:
-            n = self.retry.spool.append_many([v for _, v in fresh], over=1 << 62)
+            n = self.retry.spool.append_many(fresh, over=1 << 62)
             self.c.spooled += n
         if self._held:
             self.c.spooled += self.backlog.spool.append_many(self._held, over=1 << 62)
             self._held = []
-        self.inflight.clear()
-        self.inflight_bytes = self._replays_inflight = 0
+        self.flights.clear()
+        self.inflight_bytes = self.inflight_records = self._replays_inflight = 0
         self.sync()
         if self.producer is not None:
             close_now(self.producer)  # what it still holds is spooled already

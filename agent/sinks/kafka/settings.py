@@ -92,8 +92,11 @@ class KafkaSettings:
     auto_create_topics: bool = _key("let the broker create a missing topic on first use "
                                     "(when its auto.create.topics.enable allows it)", default=False)
     max_in_flight_bytes: int = _key(
-        "bytes handed to the Kafka client and not yet acknowledged; beyond that records wait in the spool",
+        "bytes handed to the Kafka client and not yet acknowledged; beyond that records wait in memory",
         minimum=65536, default=8 << 20)
+    memory_max_bytes: int = _key(
+        "bytes of records waiting in memory for room in flight while brokers answer; beyond that, and "
+        "whenever delivery fails, records wait in the spool on disk", minimum=0, default=64 << 20)
     spool_max_bytes: int = _key(
         "bytes the on-disk spool may hold while brokers are unreachable; beyond that records are dropped "
         "and counted in a lost record", minimum=4096, default=1 << 30)
@@ -118,7 +121,7 @@ class KafkaSettings:
             raise UsageError(f"kafka.idempotence = true needs kafka.acks = \"all\", not {self.acks!r}",
                              "set kafka.acks = \"all\" or kafka.idempotence = false")
         for name in ("linger_ms", "batch_size", "request_timeout_ms", "delivery_timeout_ms",
-                     "max_in_flight_bytes", "spool_max_bytes", "flush_timeout_s"):
+                     "max_in_flight_bytes", "memory_max_bytes", "spool_max_bytes", "flush_timeout_s"):
             meta = next(f.metadata for f in fields(self) if f.name == name)
             value = getattr(self, name)
             if value < meta["minimum"]:

@@ -40,12 +40,13 @@ class KafkaSink:
         self._route = make_router(settings)
         self._route_batch = make_batch_router(settings)
         self._cv = threading.Condition()
-        self._intake: list[tuple[str, bytes, bytes, bool]] = []
+        # written batches: (topics, keys, values, lost flags or None, bytes)
+        self._intake: list[tuple] = []
         self._intake_bytes = 0
         self._written = 0  # records accepted by write()
         self._routed = 0  # of those, records the thread has handed on
         self._taken_bytes = 0  # taken by the thread from the intake, not yet handed on
-        self._done: deque = deque()  # (token, exception or None) from kafka-python's thread
+        self._done: deque = deque()  # wake-ups from kafka-python's thread: a flight's last record resolved
         self._stop = False
         self._error: BaseException | None = None
         self._connecting = False
@@ -61,32 +62,25 @@ class KafkaSink:
         value = orjson.dumps(record)
         topic, key = self._route(record)
         lost = record.get("type") == "lost"
+        self._take(([topic], [key], [value], [True] if lost else None, len(value)), 1, lost)
+
+    def write_encoded(self, lines: list[str], events, host: str) -> None:
+        """A batch of connection records already JSON text (records/encode.py),
+        with the events they came from (their type and pid route them)."""
+        topics, keys = self._route_batch(host, RECORD_TYPES, events)
+        values = [line.encode() for line in lines]
+        self._take((topics, keys, values, None, sum(map(len, values))), len(values), False)
+
+    def _take(self, chunk: tuple, count: int, lost: bool) -> None:
         with self._cv:
             self._check()
             while self._intake_bytes >= INTAKE_MAX_BYTES and not lost and not self._stop:
                 self._cv.notify_all()
                 self._cv.wait(0.1)  # the thread is behind (a blocking metadata wait): hold the writer
                 self._check()
-            self._intake.append((topic, key, value, lost))
-            self._intake_bytes += len(value)
-            self._written += 1
-
-    def write_encoded(self, lines: list[str], events, host: str) -> None:
-        """A batch of connection records already JSON text (records/encode.py),
-        with the events they came from (their type and pid route them)."""
-        topics, keys = self._route_batch(host, [RECORD_TYPES[ev.type] for ev in events], [ev.pid for ev in events])
-        values = [line.encode() for line in lines]
-        items = list(zip(topics, keys, values, [False] * len(values)))
-        size = sum(map(len, values))
-        with self._cv:
-            self._check()
-            while self._intake_bytes >= INTAKE_MAX_BYTES and not self._stop:
-                self._cv.notify_all()
-                self._cv.wait(0.1)
-                self._check()
-            self._intake += items
-            self._intake_bytes += size
-            self._written += len(items)
+            self._intake.append(chunk)
+            self._intake_bytes += chunk[4]
+            self._written += count
 
     def flush(self) -> None:
         """Wakes the sink thread. Waits (briefly) for it to hand the records on
@@ -97,7 +91,8 @@ class KafkaSink:
             target = self._written
             self._cv.notify_all()
             room = self.settings.spool_max_bytes - self.delivery.backlog.spool.size_bytes
-            pending = self._intake_bytes + self._taken_bytes + 16 * (self._written - self._routed)
+            pending = (self._intake_bytes + self._taken_bytes + self.delivery.memory_bytes
+                       + 16 * (self._written - self._routed))
             if room > pending + (1 << 20):
                 return
             # the thread may be in a metadata wait: outlast it, drops are at stake
@@ -134,7 +129,8 @@ class KafkaSink:
         d = self.delivery
         out = dict(vars(d.c))
         out.update(
-            in_flight_records=len(d.inflight),
+            in_flight_records=d.inflight_records,
+            memory_bytes=d.memory_bytes,
             in_flight_bytes=d.inflight_bytes,
             spool_bytes=d.spool_bytes(),
             state=("closed" if d.closed else "connecting" if d.producer is None
