@@ -2,8 +2,10 @@
 
 Measured once a second as the share of one core the whole process used.
 Over budget for two checks in a row, per-connection records that are not
-failures are thinned to one in N (N doubles each time, up to 1024); back
-under half the budget for five checks, N halves until it is 1 again. The
+failures are thinned to one in N: N grows by the power of two at or above
+share / budget at once (a churn 8 times the budget is met in one step, not
+three doublings two seconds apart), up to 1024; back under half the budget
+for five checks, N halves until it is 1 again. The
 sampling is done in the kernel (Policy.keep_one_in -> knobs[KNOB_KEEP_ONE_IN]),
 so the records left out never cost the reader anything, and it comes after
 the kernel counted them, so summaries stay exact. Each change is announced
@@ -13,6 +15,7 @@ with an `agent` record (event "sampling").
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ..metrics.selfstats import CpuMeter
 
@@ -47,7 +50,7 @@ class OverloadControl:
         old = self.pipe.policy.keep_one_in
         new = old
         if self._over >= self.OVER_CHECKS and old < MAX_KEEP_ONE_IN:
-            new, self._over = old * 2, 0
+            new, self._over = min(MAX_KEEP_ONE_IN, old * step_for(share, self.budget)), 0
         elif self._under >= self.UNDER_CHECKS and old > 1:
             new, self._under = old // 2, 0
         if new == old:
@@ -56,3 +59,8 @@ class OverloadControl:
         return {"active": new > 1, "keep_one_in": new, "previous_keep_one_in": old,
                 "cpu_share": round(share, 4), "cpu_budget": self.budget,
                 "sampled_out": self.pipe.sampled_out}
+
+
+def step_for(share: float, budget: float) -> int:
+    """The factor N grows by: the power of two at or above share / budget, at least 2."""
+    return max(2, 1 << math.ceil(math.log2(share / budget)))
