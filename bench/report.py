@@ -57,6 +57,9 @@ def _targets(d: dict) -> list[str]:
     cpu = _get(d, "service", "10k", "cpu_per_10k")
     max_row("Service mode CPU at 10k connections/s", [100 * x for x in cpu] if cpu else None, 2, PCT,
             "% of a core")
+    cpu = _get(d, "per-connection", "10k", "cpu_per_10k")
+    max_row("Per-connection mode CPU at 10k connections/s", [100 * x for x in cpu] if cpu else None, 8, PCT,
+            "% of a core")
     cpu = _get(d, "service", "1k", "cpu_per_10k")
     max_row("Service mode CPU at 1k connections/s", [10 * x for x in cpu] if cpu else None, 0.5, "{:.2f}",
             "% of a core")

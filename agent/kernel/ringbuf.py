@@ -71,11 +71,12 @@ class RingReader:
         self._mask = size - 1
         self._rec_len = record.size
         self._stride = _round8(HDR + record.size)
-        # header + record in one format: a run of well-formed records is one
-        # iter_unpack over the slice, the headers checked from its tuples
-        self._batch = struct.Struct("<II" + record.format.lstrip("<@=!>"))
-        assert self._batch.size == HDR + record.size
-        self._pad = self._stride - self._batch.size
+        self._record = record
+        # one stride as one format: the header skipped, the record, the pad to
+        # 8 bytes; its length word is checked apart (_plain_run)
+        self._body = struct.Struct("<8x" + record.format.lstrip("<@=!>") + f"{self._stride - HDR - record.size}x")
+        assert self._body.size == self._stride
+        self._plain = _U32.pack(record.size)
         self._cons_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._cons = ctypes.c_uint64.from_buffer(self._cons_map)
         # read-only (the kernel refuses a writable mapping of these pages),
@@ -107,34 +108,17 @@ class RingReader:
         cons = self._cons.value
         prod = self._prod.value
         out: list[tuple] = []
-        view, base, mask = self._view, self._page, self._mask
+        view, base, mask, stride = self._view, self._page, self._mask, self._stride
         while cons < prod and len(out) < limit:
             start = base + (cons & mask)
-            # a run of whole strides; stop at the first header that is not a
-            # plain committed record of our size and look at it on its own
-            n = min((prod - cons) // self._stride, limit - len(out))
-            if n and not self._pad:
-                run = self._batch.iter_unpack(view[start:start + n * self._stride])
-                good = 0
-                for rec in run:
-                    if rec[0] != self._rec_len:
-                        break
-                    out.append(rec[2:])
-                    good += 1
-                cons += good * self._stride
-                if good == n:
-                    continue
-                start = base + (cons & mask)
-            elif n:  # records padded to 8: no single format spans them
-                unpack = self._batch.unpack_from
-                good = 0
-                for i in range(n):
-                    rec = unpack(view, start + i * self._stride)
-                    if rec[0] != self._rec_len:
-                        break
-                    out.append(rec[2:])
-                    good += 1
-                cons += good * self._stride
+            # a run of whole strides whose headers all say "committed, our
+            # size" is one iter_unpack; the first other header is looked at
+            # on its own
+            n = min((prod - cons) // stride, limit - len(out))
+            good = self._plain_run(start, n)
+            if good:
+                out += self._body.iter_unpack(view[start:start + good * stride])
+                cons += good * stride
                 if good == n:
                     continue
                 start = base + (cons & mask)
@@ -146,11 +130,23 @@ class RingReader:
                 self.discarded += 1
             elif size != self._rec_len:
                 self.malformed += 1
-            else:  # a record of our size that did not fit a whole stride run
-                out.append(self._batch.unpack_from(view, start)[2:])
+            else:  # our size, yet not a whole stride before the producer: cannot be, but read it
+                out.append(self._record.unpack_from(view, start + HDR))
             cons += _round8(HDR + size)
         self._cons.value = cons
         return out
+
+    def _plain_run(self, start: int, n: int) -> int:
+        """How many of the n strides from `start` hold plain committed records
+        of our size: every header's length word, gathered with one strided
+        view and compared at once."""
+        if not n:
+            return 0
+        words = self._view[start:start + n * self._stride].cast("I")[::self._stride // 4].tobytes()
+        if words == self._plain * n:
+            return n
+        plain = self._plain
+        return next(i for i in range(n) if words[4 * i:4 * i + 4] != plain)
 
     def close(self) -> None:
         self._epoll.close()

@@ -3,11 +3,12 @@
 RecordBuilder.from_event builds a dict per record and orjson serializes it;
 at tens of thousands of records a second that dict is most of the agent's
 cost. This encoder writes the JSON text itself: one f-string per record
-type over the event's fields unpacked at once, with the host and run id made JSON once, and comms, addresses, errno
-names and timestamps' seconds cached as JSON text. The text, UTF-8
-encoded, is the same byte for byte as orjson.dumps(builder.from_event(ev)) with `seq` set:
-schema v1 is a public contract, and tests/pure/test_encode.py compares both
-over every variant.
+type over the event's fields unpacked at once, with the host and run id
+made JSON once, and the fragments a process's or an endpoint's records
+share, errno names and timestamps' seconds cached as JSON text. The text,
+UTF-8 encoded, is the same byte for byte as
+orjson.dumps(builder.from_event(ev)) with `seq` set: schema v1 is a public
+contract, and tests/pure/test_encode.py compares both over every variant.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..decode.events import ConnEvent
 from ..decode.text import ABORTED, addr_text, comm_text, error_name
 from .build import CLOSED_BY, DIRECTION, FAMILY, PID_SOURCES, RECORD_TYPES, RecordBuilder
 
-_CACHE_MAX = 65536  # distinct comms / addresses / seconds kept as text
+_CACHE_MAX = 65536  # entries per cache of JSON fragments
 
 
 def _json(text: str) -> str:
@@ -32,49 +33,52 @@ _ABORTED = _json(ABORTED)
 
 
 class RecordEncoder:
-    """Encodes connect, accept and close records for one RecordBuilder."""
+    """Encodes connect, accept and close records for one RecordBuilder.
+
+    The fields a process's records share (pid, comm, cgroup, pid source,
+    tid) and those an endpoint's share (family and local address; remote
+    address and port) are cached as finished JSON fragments: a busy host's
+    records come from few processes and destinations."""
 
     def __init__(self, builder: RecordBuilder):
         self.clock = builder.clock
         self._connect_on_close = builder.connect_on_close
-        self._host = _json(builder.host)
-        self._run_id = _json(builder.run_id)
-        self._comms: dict[bytes, str] = {}
-        self._addrs: dict[tuple[int, bytes], str] = {}
+        self._host_run = f'"host":{_json(builder.host)},"run_id":{_json(builder.run_id)},'
+        self._who: dict[tuple, str] = {}  # (pid, comm, cgroup, pid source, tid) -> fragment
+        self._src: dict[tuple, str] = {}  # (family, local address) -> fragment
+        self._dst: dict[tuple, str] = {}  # (family, remote address, port) -> fragment
         self._secs: dict[int, str] = {}
         self._errors: dict[int, str] = {0: "null"}
 
-    def _comm(self, raw: bytes) -> str:
-        if len(self._comms) >= _CACHE_MAX:
-            self._comms.clear()
-        text = self._comms[raw] = _json(comm_text(raw))
-        return text
+    def _who_of(self, key: tuple) -> str:
+        pid, comm, cgroup, pid_source, tid = key
+        text = (f'"pid":{pid},"comm":{_json(comm_text(comm))},"cgroup_id":{cgroup},'
+                f'"pid_source":"{PID_SOURCES.get(pid_source, "unknown")}","tid":{tid},')
+        return _remember(self._who, key, text)
 
-    def _addr(self, family: int, raw: bytes) -> str:
-        if len(self._addrs) >= _CACHE_MAX:
-            self._addrs.clear()
+    def _src_of(self, key: tuple) -> str:
+        family, raw = key
         # inet_ntop text: nothing in it needs JSON escaping
-        text = self._addrs[(family, raw)] = addr_text(family, raw)
-        return text
+        return _remember(self._src, key, f'"family":"{FAMILY.get(family) or family}","saddr":"{addr_text(family, raw)}",')
+
+    def _dst_of(self, key: tuple) -> str:
+        family, raw, port = key
+        return _remember(self._dst, key, f'"daddr":"{addr_text(family, raw)}","dport":{port},')
 
     def _second(self, sec: int) -> str:
-        if len(self._secs) >= _CACHE_MAX:
-            self._secs.clear()
-        text = self._secs[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return text
+        return _remember(self._secs, sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
 
     def _error(self, err: int) -> str:
-        text = self._errors[err] = _json(error_name(err))
-        return text
+        return _remember(self._errors, err, _json(error_name(err)))
 
     def encode(self, events: list[ConnEvent], first_seq: int) -> list[str]:
         """One JSON document per event (text, no newline), numbered from first_seq."""
         if not events:
             return []
         offset = self.clock.offset_ns(events[0].ts_ns)
-        host, run_id = self._host, self._run_id
-        comms, addrs, secs, errors = self._comms, self._addrs, self._secs, self._errors
-        types, sources, families, directions, closers = RECORD_TYPES, PID_SOURCES, FAMILY, DIRECTION, CLOSED_BY
+        host_run = self._host_run
+        whos, srcs, dsts, secs, errors = self._who, self._src, self._dst, self._secs, self._errors
+        types, directions, closers = RECORD_TYPES, DIRECTION, CLOSED_BY
         EV_CLOSE, EV_CONNECT = L.EV_CLOSE, L.EV_CONNECT
         F_INCOMPLETE, F_PREEXISTING, F_TIME_WAIT, F_ABORTED, F_SYSCALL_ONLY = (
             L.F_INCOMPLETE, L.F_PREEXISTING, L.F_TIME_WAIT, L.F_ABORTED, L.F_SYSCALL_ONLY)
@@ -87,13 +91,14 @@ class RecordEncoder:
              rst_recv, sport, dport, fam, kind, pid_source, direction, closed_by, flags, comm) = ev
             seq += 1
             sec, ns = divmod(ts + offset, 1_000_000_000)
+            key = (pid, comm, cgroup, pid_source, tid)
+            who = whos.get(key) or self._who_of(key)
+            key = (fam, saddr)
+            src = srcs.get(key) or self._src_of(key)
+            key = (fam, daddr, dport)
+            dst = dsts.get(key) or self._dst_of(key)
             head = (f'{{"type":"{types[kind]}","ts":"{secs.get(sec) or self._second(sec)}.{ns // 1000:06d}Z",'
-                    f'"host":{host},"run_id":{run_id},"seq":{seq},"pid":{pid},'
-                    f'"comm":{comms.get(comm) or self._comm(comm)},"cgroup_id":{cgroup},'
-                    f'"pid_source":"{sources.get(pid_source, "unknown")}","tid":{tid},'
-                    f'"family":"{families.get(fam) or fam}",'
-                    f'"saddr":"{addrs.get((fam, saddr)) or self._addr(fam, saddr)}","sport":{sport},'
-                    f'"daddr":"{addrs.get((fam, daddr)) or self._addr(fam, daddr)}","dport":{dport},'
+                    f'{host_run}"seq":{seq},{who}{src}"sport":{sport},{dst}'
                     f'"incomplete":{"true" if flags & F_INCOMPLETE else "false"}')
             if kind == EV_CLOSE:
                 duration = "null" if flags & F_PREEXISTING or not end or not est or end < est else (end - est) // 1000
@@ -121,3 +126,11 @@ class RecordEncoder:
             else:
                 append(f'{head},"synack_retransmits":{synack_rtx}}}')
         return out
+
+
+def _remember(cache: dict, key, text: str) -> str:
+    """Keeps text under key in a bounded cache (emptied when full)."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = text
+    return text
