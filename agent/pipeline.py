@@ -22,7 +22,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from operator import attrgetter
 
 from .aggregate.diagnose import Diagnoser
 from .aggregate.window import WindowAggregator
@@ -35,9 +34,6 @@ from .records.aggregates import diagnosis_record, summary_records
 from .records.build import RECORD_TYPES, RecordBuilder
 from .records.encode import RecordEncoder
 from .sinks.base import Sink, SinkClosed
-
-_TYPE_OF = attrgetter("type")
-
 
 def _tune_gc() -> None:
     """The event path allocates a few short-lived tuples and strings per record,
@@ -72,7 +68,6 @@ class Emitter:
         self._encoder: RecordEncoder | None = None
         self.seq = 0
         self.by_type: Counter[str] = Counter()
-        self._type_counts: Counter[int] = Counter()  # EV_* -> records, named in by_type on demand
 
     def emit(self, record: dict) -> None:
         self.seq += 1
@@ -95,15 +90,16 @@ class Emitter:
             self._encoder = RecordEncoder(self.builder)
         lines = self._encoder.encode(events, self.seq + 1)
         self.seq += len(lines)
-        self._type_counts.update(map(_TYPE_OF, events))
         write_encoded(lines, events, self.builder.host)
         return lines
 
     def counts(self) -> dict[str, int]:
         """Records written, by type."""
         out = Counter(self.by_type)
-        for kind, n in self._type_counts.items():
-            out[RECORD_TYPES[kind]] += n
+        if self._encoder is not None:  # it counts what it encoded, by EV_* type
+            for kind, n in enumerate(self._encoder.by_type):
+                if n:
+                    out[RECORD_TYPES[kind]] += n
         return dict(out)
 
 

@@ -5,7 +5,8 @@ at tens of thousands of records a second that dict is most of the agent's
 cost. This encoder writes the JSON text itself: one f-string per record
 type over the event's fields unpacked at once, with the host and run id
 made JSON once, and the fragments a process's or an endpoint's records
-share, errno names and timestamps' seconds cached as JSON text. The text,
+share, a close record's counts and outcome, errno names and timestamps'
+seconds cached as JSON text. The text,
 UTF-8 encoded, is the same byte for byte as
 orjson.dumps(builder.from_event(ev)) with `seq` set: schema v1 is a public
 contract, and tests/pure/test_encode.py compares both over every variant.
@@ -47,8 +48,10 @@ class RecordEncoder:
         self._who: dict[tuple, str] = {}  # (pid, comm, cgroup, pid source, tid) -> fragment
         self._src: dict[tuple, str] = {}  # (family, local address) -> fragment
         self._dst: dict[tuple, str] = {}  # (family, remote address, port) -> fragment
+        self._tails: dict[tuple, str] = {}  # a close record's counts and outcome -> fragment
         self._secs: dict[int, str] = {}
         self._errors: dict[int, str] = {0: "null"}
+        self.by_type = [0] * 8  # records encoded, by EV_* type
 
     def _who_of(self, key: tuple) -> str:
         pid, comm, cgroup, pid_source, tid = key
@@ -65,6 +68,16 @@ class RecordEncoder:
         family, raw, port = key
         return _remember(self._dst, key, f'"daddr":"{addr_text(family, raw)}","dport":{port},')
 
+    def _close_tail(self, key: tuple) -> str:
+        rtx, syn_rtx, synack_rtx, rst_sent, rst_recv, closed_by, err, flags = key
+        return _remember(self._tails, key, (
+            f'"retransmits":{rtx},"syn_retransmits":{syn_rtx},"synack_retransmits":{synack_rtx},'
+            f'"resets_sent":{rst_sent},"resets_received":{rst_recv},'
+            f'"closed_by":"{CLOSED_BY.get(closed_by, "local")}","errno":{err},'
+            f'"error":{self._errors.get(err) or self._error(err)},'
+            f'"time_wait":{"true" if flags & L.F_TIME_WAIT else "false"},'
+            f'"preexisting":{"true" if flags & L.F_PREEXISTING else "false"}'))
+
     def _second(self, sec: int) -> str:
         return _remember(self._secs, sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
 
@@ -77,11 +90,12 @@ class RecordEncoder:
             return []
         offset = self.clock.offset_ns(events[0].ts_ns)
         host_run = self._host_run
-        whos, srcs, dsts, secs, errors = self._who, self._src, self._dst, self._secs, self._errors
-        types, directions, closers = RECORD_TYPES, DIRECTION, CLOSED_BY
+        whos, srcs, dsts, tails, secs, errors = self._who, self._src, self._dst, self._tails, self._secs, self._errors
+        types, directions, by_type = RECORD_TYPES, DIRECTION, self.by_type
         EV_CLOSE, EV_CONNECT = L.EV_CLOSE, L.EV_CONNECT
-        F_INCOMPLETE, F_PREEXISTING, F_TIME_WAIT, F_ABORTED, F_SYSCALL_ONLY = (
-            L.F_INCOMPLETE, L.F_PREEXISTING, L.F_TIME_WAIT, L.F_ABORTED, L.F_SYSCALL_ONLY)
+        F_INCOMPLETE, F_PREEXISTING, F_ABORTED, F_SYSCALL_ONLY = (
+            L.F_INCOMPLETE, L.F_PREEXISTING, L.F_ABORTED, L.F_SYSCALL_ONLY)
+        F_TW_PRE = L.F_TIME_WAIT | L.F_PREEXISTING
         on_close = self._connect_on_close
         out = []
         append = out.append
@@ -90,6 +104,7 @@ class RecordEncoder:
             (ts, start, est, end, _sk, cgroup, pid, tid, saddr, daddr, syn_rtx, synack_rtx, rtx, err, rst_sent,
              rst_recv, sport, dport, fam, kind, pid_source, direction, closed_by, flags, comm) = ev
             seq += 1
+            by_type[kind] += 1
             sec, ns = divmod(ts + offset, 1_000_000_000)
             key = (pid, comm, cgroup, pid_source, tid)
             who = whos.get(key) or self._who_of(key)
@@ -106,13 +121,10 @@ class RecordEncoder:
                 if on_close:
                     extra = ',"connect_latency_us":' + (
                         "null" if not est or not start or est < start else str((est - start) // 1000))
+                key = (rtx, syn_rtx, synack_rtx, rst_sent, rst_recv, closed_by, err, flags & F_TW_PRE)
+                tail = tails.get(key) or self._close_tail(key)
                 append(f'{head},"direction":"{directions.get(direction, "outbound")}","duration_us":{duration},'
-                       f'"retransmits":{rtx},"syn_retransmits":{syn_rtx},"synack_retransmits":{synack_rtx},'
-                       f'"resets_sent":{rst_sent},"resets_received":{rst_recv},'
-                       f'"closed_by":"{closers.get(closed_by, "local")}","errno":{err},'
-                       f'"error":{errors.get(err) or self._error(err)},'
-                       f'"time_wait":{"true" if flags & F_TIME_WAIT else "false"},'
-                       f'"preexisting":{"true" if flags & F_PREEXISTING else "false"}{extra}}}')
+                       f'{tail}{extra}}}')
             elif kind == EV_CONNECT:
                 failed = err or flags & F_ABORTED  # decode.events.connect_failed
                 if failed:
