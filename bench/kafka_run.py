@@ -143,13 +143,18 @@ def one_round(lab: BenchLab, rate: float, seconds: float, tag: int, ends: bool =
     ours = [r for r in records if r["type"] in ("connect", "accept", "close") and port in (r["sport"], r["dport"])]
     sampling = [r for r in records if r["type"] == "agent" and r.get("event") == "sampling"]
     lost = sum(r["count"] for r in records if r["type"] == "lost")
+    reasons: dict[str, int] = {}
+    for r in records:
+        if r["type"] == "lost":
+            key = f"{r['stage']}/{r['reason']}"
+            reasons[key] = reasons.get(key, 0) + r["count"]
     stop = next((r for r in records if r["type"] == "agent" and r.get("event") == "stop"), None)
     expected = (2 if ends else 4) * res["ok"] + res["failed"]
     return {
         "rate": res["rate"], "connections": res["ok"], "seconds": res["elapsed_s"], "agent_cpu_s": cpu_s,
         "wall_s": wall_s, "cpu_share": cpu_s / res["elapsed_s"], "late_share": late_share, "expected": expected, "delivered": len(ours),
         "sampling": max((r.get("keep_one_in", 1) for r in sampling), default=1), "sampling_records": len(sampling),
-        "lost": lost, "rc": rc, "stop_seen": stop is not None, "stderr_tail": err[-400:], "stacks": stacks,
+        "lost": lost, "lost_reasons": reasons, "rc": rc, "stop_seen": stop is not None, "stderr_tail": err[-400:], "stacks": stacks,
     }
 
 
@@ -191,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     started = ", ".join("no" if r["sampling"] == 1 else f"yes (1 in {r['sampling']})" for r in rounds)
     print(f"| {span('rate', lambda v: f'{v:,.0f}')} | {span('cpu_share', lambda v: f'{100 * v:.1f}%')} | "
           f"{span('late_share', lambda v: f'{100 * v:.1f}%')} | "
-          f"{delivered} | {started} | {', '.join(str(r['lost']) for r in rounds)} | "
+          f"{delivered} | {started} | "
+          f"{', '.join(str(r['lost']) + (' (' + ', '.join(f'{k} {v}' for k, v in r['lost_reasons'].items()) + ')' if r['lost'] else '') for r in rounds)} | "
           f"{', '.join(str(r['rc']) for r in rounds)} |")
     stacks = rounds[0]["stacks"]
     if stacks and stacks.get("samples"):

@@ -57,6 +57,7 @@ def _hooks(cfg) -> None:
             click.echo(_FMT.format(name, st.method.name if st.method else "-", st.state, detail))
             for method, why in st.tried:
                 click.echo(_FMT.format("", "", "", f"  not {method}: {why}"))
+        click.echo(_FMT.format("READER", tracer.reader["method"], "ok", tracer.reader["why"]))
     finally:
         tracer.close()
 

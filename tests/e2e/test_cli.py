@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from agent.kernel import ringbuf
 from netlab import NetPair, json_lines, pick_port, wait_json_line
 
 from ..agentrun import AgentRun, REPO, connscope_argv, is_root, probed_method
@@ -81,6 +82,7 @@ def test_check_lists_every_hook_and_exits_0():
                  "reset_sent", "reset_received", "first_io", "event_buffer"):
         assert rows[name][1] in ("active", "missing"), name
     assert rows["lifecycle"] == [probed_method("lifecycle"), "active"]
+    assert rows["READER"] == ["mmap" if ringbuf.supported()[0] else "libbpf", "ok"]
     assert rows["SINK"] == ["stdout", "ok"]
 
 
