@@ -165,7 +165,8 @@ def test_bad_configuration_file_is_one_line_and_exit_2(tmp_path):
     cp = subprocess.run(connscope_argv("run", "--config", str(conf)), capture_output=True, text=True,
                         timeout=60, cwd=REPO)
     assert cp.returncode == 2 and cp.stderr.strip() == (
-        f"connscope: {conf}: unknown key agent.windw (fix: keys in [agent] are: output, connections, window, "
+        f"connscope: {conf}: unknown key agent.windw (fix: keys in [agent] are: output, connections, "
+        "connection_records, window, "
         "status_interval, cpu_budget, failure_records, queue_max, buffer_pages, strict, force_hooks, state_dir, cmdline, "
         "sensitive_words, prometheus)")
 
