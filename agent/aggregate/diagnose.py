@@ -45,20 +45,31 @@ def _churn(d, secs, t):
     return None
 
 
-def _errno_rule(*names: str, threshold: str):
+def _errno_rule(*names: str, threshold: str, with_syn_retransmits: bool = False):
     def check(d, secs, t):
         n = sum(d.failures.get(name, 0) for name in names)
         if n >= getattr(t, threshold):
-            return {"failures": {name: d.failures[name] for name in names if d.failures.get(name)},
-                    "connects_ok": d.connects_ok}
+            ev = {"failures": {name: d.failures[name] for name in names if d.failures.get(name)},
+                  "connects_ok": d.connects_ok}
+            if with_syn_retransmits:
+                ev["syn_retransmits"] = d.syn_retransmits
+            return ev
         return None
 
     return check
 
 
+# Errnos that explain a connect's SYN retransmits by themselves: the kernel
+# retransmits while it resolves the neighbour, then gets an ICMP error.
+_EXPLAINED_STALLS = ("EHOSTUNREACH", "ENETUNREACH")
+
+
 def _timeout(d, secs, t):
     n = d.failures.get("ETIMEDOUT", 0)
-    if n >= t.timeouts or d.syn_retransmits >= t.syn_retransmits:
+    # SYN retransmits alone raise it only when no unreachable failure explains
+    # them: one cause, one diagnosis (`unreachable` carries them then)
+    stalled = d.syn_retransmits >= t.syn_retransmits and not any(d.failures.get(e) for e in _EXPLAINED_STALLS)
+    if n >= t.timeouts or stalled:
         return {"failures": {"ETIMEDOUT": n} if n else {}, "syn_retransmits": d.syn_retransmits,
                 "connects_ok": d.connects_ok}
     return None
@@ -89,7 +100,7 @@ RULES = (
          _errno_rule("ECONNREFUSED", threshold="refused")),
     Rule("connect_timeout", "warning", "packets silently dropped: firewall or black-holed route", _timeout),
     Rule("unreachable", "warning", "routing or ICMP unreachable: check the route and the path to the host",
-         _errno_rule("EHOSTUNREACH", "ENETUNREACH", threshold="unreachable")),
+         _errno_rule("EHOSTUNREACH", "ENETUNREACH", threshold="unreachable", with_syn_retransmits=True)),
     Rule("reset_storm", "warning",
          "connections are being reset: the peer aborts (crash, SO_LINGER 0, overload) or a middlebox kills them",
          _resets),

@@ -336,3 +336,23 @@ def test_summaries_count_only_what_the_filters_let_through():
             ls.close()
     mine = [r for r in recs if r["type"] == "summary" and r["pid"] == me]
     assert sum(r["connects_ok"] for r in mine) == 3 and sum(r["accepts"] for r in mine) == 3, mine
+
+
+def test_one_cause_one_diagnosis_host_unreachable_after_syn_retransmits(summaries, netpair, peer_cmd):
+    """A destination on the link that answers no ARP: the kernel retransmits
+    the SYN while it resolves the neighbour, then reports EHOSTUNREACH. That is
+    one cause: `unreachable` (with the SYN retransmits in its evidence), not
+    also `connect_timeout` ("silently dropped")."""
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    absent = lab.server_addr.rsplit(".", 1)[0] + ".77"  # on the veth's /24, no host: ARP fails
+    port = pick_port()
+    [c] = lab.client(port, "--timeout", 30, addr=absent, comm="cs-arpfail")
+    assert c["errno"] == 113, c
+    pid = c["pid"]
+    [diag] = summaries.wait_for(lambda r: r["type"] == "diagnosis" and r["pid"] == pid and r["state"] == "raised",
+                                timeout=2 * WINDOW + 5)
+    assert diag["kind"] == "unreachable" and diag["evidence"]["failures"] == {"EHOSTUNREACH": 1}
+    syn = _total(summaries, pid, "syn_retransmits", diag["evidence"]["syn_retransmits"])
+    assert syn >= 1 and diag["evidence"]["syn_retransmits"] == syn
+    time.sleep(2 * WINDOW)  # two more windows: nothing else may be raised for it
+    assert [r["kind"] for r in _of(summaries, pid, "diagnosis") if r["state"] == "raised"] == ["unreachable"]
