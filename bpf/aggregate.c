@@ -163,6 +163,11 @@ static __always_inline struct agg_counts *aggregate(struct conn_record *rec, u8 
 		if (connect_failed(rec)) {
 			ADD(connects_failed, 1);
 			agg_bin(gen, &bk, BIN_FAILURE, rec->err);
+			/* how long the application waited for the failure: a
+			 * timeout left at the kernel's default shows here */
+			if (rec->start_ns && rec->end_ns > rec->start_ns &&
+			    rec->end_ns - rec->start_ns > a->failure_wait_max_ns)
+				a->failure_wait_max_ns = rec->end_ns - rec->start_ns;
 		} else {
 			ADD(connects_ok, 1);
 			if (rec->start_ns && rec->established_ns) {

@@ -126,6 +126,7 @@ struct agg_counts {
 	__u64 latency_max_ns;
 	__u64 failure_records; /* failure records sent this window */
 	__u64 folded;          /* failure records not sent: over KNOB_FOLD_AFTER */
+	__u64 failure_wait_max_ns; /* the longest a failed connect waited, start to failure */
 };
 
 /* agg_bin_key.kind */

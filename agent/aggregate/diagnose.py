@@ -25,6 +25,7 @@ class DiagnosisThresholds:
     resets_per_s: float = 5.0  # RSTs sent + received per second
     retransmits_per_s: float = 10.0  # data retransmits per second
     port_risk_share: float = 0.5  # share of the usable ephemeral range held for one destination
+    slow_connect_failure_s: float = 10.0  # a failed connect that waited this long: no connect timeout set
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,23 @@ _EXPLAINED_STALLS = ("EHOSTUNREACH", "ENETUNREACH")
 
 def _timeout(d, secs, t):
     n = d.failures.get("ETIMEDOUT", 0)
+    # A connect the application abandoned after SYN retransmits is a timeout
+    # too, its own (no errno: ABORTED); without a retransmit it was dropped
+    # for other reasons (a happy-eyeballs race lost, a shutdown).
+    abandoned = d.failures.get("ABORTED", 0) if d.syn_retransmits else 0
     # SYN retransmits alone raise it only when no unreachable failure explains
     # them: one cause, one diagnosis (`unreachable` carries them then)
     stalled = d.syn_retransmits >= t.syn_retransmits and not any(d.failures.get(e) for e in _EXPLAINED_STALLS)
-    if n >= t.timeouts or stalled:
-        return {"failures": {"ETIMEDOUT": n} if n else {}, "syn_retransmits": d.syn_retransmits,
-                "connects_ok": d.connects_ok}
+    if n + abandoned >= t.timeouts or stalled:
+        failures = {k: v for k, v in (("ETIMEDOUT", n), ("ABORTED", abandoned)) if v}
+        return {"failures": failures, "abandoned_by_application": abandoned, "syn_retransmits": d.syn_retransmits,
+                "waited_us": d.failure_wait_max_us if d.connects_failed else None, "connects_ok": d.connects_ok}
+    return None
+
+
+def _slow_failure(d, secs, t):
+    if d.connects_failed and d.failure_wait_max_us >= t.slow_connect_failure_s * 1_000_000:
+        return {"waited_us": d.failure_wait_max_us, "failures": dict(d.failures), "connects_failed": d.connects_failed}
     return None
 
 
@@ -99,6 +111,9 @@ RULES = (
     Rule("connect_refused", "warning", "nothing listens on that port, or a firewall rejects",
          _errno_rule("ECONNREFUSED", threshold="refused")),
     Rule("connect_timeout", "warning", "packets silently dropped: firewall or black-holed route", _timeout),
+    Rule("slow_connect_failure", "warning",
+         "failed connects waited this long for the kernel to give up: set a connect timeout of 1 to 5 s "
+         "in the application", _slow_failure),
     Rule("unreachable", "warning", "routing or ICMP unreachable: check the route and the path to the host",
          _errno_rule("EHOSTUNREACH", "ENETUNREACH", threshold="unreachable", with_syn_retransmits=True)),
     Rule("reset_storm", "warning",

@@ -40,6 +40,7 @@ class DestStats:
     resets_sent: int = 0
     resets_received: int = 0
     failure_records_folded: int = 0  # failure records the kernel counted but did not send (a storm)
+    failure_wait_max_us: int = 0  # the longest a failed connect waited, start to failure
     latency: object = field(default_factory=sketch.new)
     lifetime: object = field(default_factory=sketch.new)
 
@@ -135,6 +136,9 @@ class WindowAggregator:
                     setattr(s, name, getattr(s, name) + c[count])
             for name in _PROC_SUMS:
                 setattr(p, name, getattr(p, name) + c[name])
+            wait_us = c["failure_wait_max_ns"] // 1000
+            for s in (p, d):
+                s.failure_wait_max_us = max(s.failure_wait_max_us, wait_us)
             if row.latency:
                 p.latency_max_us = max(p.latency_max_us, c["latency_max_ns"] // 1000)
                 d.latency.merge(sketch.from_bins(row.latency))
@@ -172,6 +176,8 @@ class WindowAggregator:
             if connect_failed(ev):
                 s.connects_failed += 1
                 s.failures[error_name(ev.err) if ev.err else "ABORTED"] += 1
+                if ev.start_ns and ev.end_ns > ev.start_ns:
+                    s.failure_wait_max_us = max(s.failure_wait_max_us, (ev.end_ns - ev.start_ns) // 1000)
             else:
                 s.connects_ok += 1
                 if sketches and ev.start_ns and ev.established_ns:
@@ -232,6 +238,7 @@ class WindowResult:
             "connect_latency_us": sketch.percentiles(d.latency),
             "syn_retransmits": d.syn_retransmits, "retransmits": d.retransmits,
             "resets_sent": d.resets_sent, "resets_received": d.resets_received,
+            "connect_failure_wait_max_us": d.failure_wait_max_us if d.connects_failed else None,
         }
 
     def summary_fields(self, p: ProcStats) -> dict:
@@ -256,5 +263,6 @@ class WindowResult:
             "top_destinations": [self.dest_fields(k, d) for k, d in dests[: self.top_n]],
             "kernel_lost": self.kernel_lost,
             "failure_records_folded": p.failure_records_folded,
+            "connect_failure_wait_max_us": p.failure_wait_max_us if p.connects_failed else None,
             "counts_from": "kernel" if p.counts_from_kernel else "records",
         }

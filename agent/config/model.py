@@ -81,13 +81,15 @@ _THRESHOLD_HELP = {
     "churn_short_share": "connection_churn: ...of which at least this share lived less than short_lifetime_us",
     "refused": "connect_refused: ECONNREFUSED per window (nothing listens there)",
     "exhausted": "port_exhausted: EADDRNOTAVAIL per window (no ephemeral port left)",
-    "timeouts": "connect_timeout: ETIMEDOUT per window (firewall drops or black hole)",
+    "timeouts": "connect_timeout: ETIMEDOUT, and connects the application abandoned after SYN retransmits, "
+                "per window (firewall drops or black hole)",
     "syn_retransmits": "connect_timeout: SYN retransmits per window",
     "unreachable": "unreachable: EHOSTUNREACH + ENETUNREACH per window",
     "resets_per_s": "reset_storm: RSTs sent + received per second",
     "retransmits_per_s": "retransmit_rate: data retransmits per second",
     "port_risk_share": "port_exhaustion_risk: share of the usable ephemeral port range held in TIME_WAIT "
                        "for one destination",
+    "slow_connect_failure_s": "slow_connect_failure: seconds a failed connect waited (no connect timeout set)",
     "short_lifetime_us": "a connection shorter than this (microseconds) counts as short-lived",
 }
 

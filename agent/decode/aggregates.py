@@ -42,6 +42,7 @@ def rows(raw_rows, raw_bins) -> list[KernelRow]:
     for key, per_cpu in raw_rows:
         counts = {name: sum(getattr(c, name) for c in per_cpu) for name in L.AGG_COUNT_FIELDS}
         counts["latency_max_ns"] = max((c.latency_max_ns for c in per_cpu), default=0)
+        counts["failure_wait_max_ns"] = max((c.failure_wait_max_ns for c in per_cpu), default=0)
         out[bytes(key)] = _row(key, counts)
     for bk, n in raw_bins:
         if not n:
