@@ -194,6 +194,10 @@ static __always_inline struct agg_counts *aggregate(struct conn_record *rec, u8 
 		ADD(retransmits, rec->retransmits);
 		ADD(resets_sent, rec->resets_sent);
 		ADD(resets_received, rec->resets_received);
+		/* an established connection that failed: ETIMEDOUT after
+		 * retransmissions or keepalive probes, ECONNRESET, EPIPE... */
+		if (rec->err)
+			agg_bin(gen, &bk, BIN_CLOSE_ERROR, rec->err);
 		if (rec->established_ns && rec->end_ns && !(rec->flags & F_PREEXISTING)) {
 			u64 life = rec->end_ns - rec->established_ns;
 			if (life < knob(KNOB_SHORT_LIFETIME_NS))

@@ -133,6 +133,7 @@ struct agg_counts {
 #define BIN_LATENCY 1  /* index: DDSketch key of the handshake time in us */
 #define BIN_LIFETIME 2 /* index: DDSketch key of the lifetime in us */
 #define BIN_FAILURE 3  /* index: errno, 0 for an abandoned connect */
+#define BIN_CLOSE_ERROR 4 /* index: errno of an established connection that ended with one */
 
 struct agg_bin_key {
 	struct agg_key row;

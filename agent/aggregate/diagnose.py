@@ -26,6 +26,7 @@ class DiagnosisThresholds:
     retransmits_per_s: float = 10.0  # data retransmits per second
     port_risk_share: float = 0.5  # share of the usable ephemeral range held for one destination
     slow_connect_failure_s: float = 10.0  # a failed connect that waited this long: no connect timeout set
+    established_timeouts: int = 1  # established connections ended by ETIMEDOUT per window
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,13 @@ def _slow_failure(d, secs, t):
     return None
 
 
+def _established_timeout(d, secs, t):
+    n = d.close_errors.get("ETIMEDOUT", 0)
+    if n >= t.established_timeouts:
+        return {"close_errors": dict(d.close_errors), "retransmits": d.retransmits, "closes": d.closes}
+    return None
+
+
 def _resets(d, secs, t):
     rate = (d.resets_sent + d.resets_received) / secs
     if rate >= t.resets_per_s:
@@ -116,6 +124,9 @@ RULES = (
          "in the application", _slow_failure),
     Rule("unreachable", "warning", "routing or ICMP unreachable: check the route and the path to the host",
          _errno_rule("EHOSTUNREACH", "ENETUNREACH", threshold="unreachable", with_syn_retransmits=True)),
+    Rule("established_timeout", "warning",
+         "established connections timed out (data or keepalive probes never acknowledged): the peer or the path "
+         "died; check them, and bound the wait with TCP_USER_TIMEOUT", _established_timeout),
     Rule("reset_storm", "warning",
          "connections are being reset: the peer aborts (crash, SO_LINGER 0, overload) or a middlebox kills them",
          _resets),

@@ -41,6 +41,7 @@ class DestStats:
     resets_received: int = 0
     failure_records_folded: int = 0  # failure records the kernel counted but did not send (a storm)
     failure_wait_max_us: int = 0  # the longest a failed connect waited, start to failure
+    close_errors: Counter = field(default_factory=Counter)  # errno name -> established connections it ended
     latency: object = field(default_factory=sketch.new)
     lifetime: object = field(default_factory=sketch.new)
 
@@ -130,8 +131,10 @@ class WindowAggregator:
                 d = p.dests[row.dest] = DestStats()
             c = row.counts
             failures = Counter({error_name(e) if e else "ABORTED": n for e, n in row.failures.items()})
+            close_errors = Counter({error_name(e): n for e, n in row.close_errors.items()})
             for s in (p, d):
                 s.failures.update(failures)
+                s.close_errors.update(close_errors)
                 for name, count in _DEST_SUMS:
                     setattr(s, name, getattr(s, name) + c[count])
             for name in _PROC_SUMS:
@@ -191,6 +194,8 @@ class WindowAggregator:
             if ev.flags & L.F_TIME_WAIT:
                 s.active_closes += 1
             s.retransmits += ev.retransmits
+            if ev.err:
+                s.close_errors[error_name(ev.err)] += 1
             s.resets_sent += ev.resets_sent
             s.resets_received += ev.resets_received
             if ev.established_ns and ev.end_ns and not ev.flags & L.F_PREEXISTING:
@@ -239,6 +244,7 @@ class WindowResult:
             "syn_retransmits": d.syn_retransmits, "retransmits": d.retransmits,
             "resets_sent": d.resets_sent, "resets_received": d.resets_received,
             "connect_failure_wait_max_us": d.failure_wait_max_us if d.connects_failed else None,
+            "close_errors": dict(d.close_errors),
         }
 
     def summary_fields(self, p: ProcStats) -> dict:
@@ -264,5 +270,6 @@ class WindowResult:
             "kernel_lost": self.kernel_lost,
             "failure_records_folded": p.failure_records_folded,
             "connect_failure_wait_max_us": p.failure_wait_max_us if p.connects_failed else None,
+            "close_errors": dict(p.close_errors),
             "counts_from": "kernel" if p.counts_from_kernel else "records",
         }

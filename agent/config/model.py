@@ -89,6 +89,7 @@ _THRESHOLD_HELP = {
     "retransmits_per_s": "retransmit_rate: data retransmits per second",
     "port_risk_share": "port_exhaustion_risk: share of the usable ephemeral port range held in TIME_WAIT "
                        "for one destination",
+    "established_timeouts": "established_timeout: established connections ended by ETIMEDOUT per window",
     "slow_connect_failure_s": "slow_connect_failure: seconds a failed connect waited (no connect timeout set)",
     "short_lifetime_us": "a connection shorter than this (microseconds) counts as short-lived",
 }

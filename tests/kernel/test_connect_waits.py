@@ -2,6 +2,10 @@
 diagnosed as a timeout with the time waited, and a connect left to the
 kernel's SYN retries is diagnosed `slow_connect_failure`."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from netlab import pick_port
@@ -72,3 +76,46 @@ def test_kernel_syn_retries_are_a_slow_failure_and_an_own_timeout_is_a_timeout(w
     summaries = [r for r in waits.records() if r["type"] == "summary" and r["pid"] == own["pid"]]
     assert max(r["connect_failure_wait_max_us"] or 0 for r in summaries) == t["evidence"]["waited_us"]
     assert _kinds(waits, own["pid"]) == ["connect_timeout"]
+
+
+_STALLED_WRITER = r"""
+import json, os, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+print(json.dumps({"pid": os.getpid(), "sport": s.getsockname()[1]}), flush=True)
+sys.stdin.readline()  # the test drops our packets now
+s.sendall(b"x" * 1000)
+try:
+    s.recv(1)  # returns the error once the retransmissions time out
+    err = 0
+except OSError as e:
+    err = e.errno
+print(json.dumps({"errno": err}), flush=True)
+"""
+
+
+def test_a_timeout_after_establishment_is_counted_and_diagnosed(waits, netpair, peer_cmd):
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, mode="hold", comm="cs-hold")
+    ns = lab.pair.client_ns
+    default = lab.pair.run(ns, ["sysctl", "-n", "net.ipv4.tcp_retries2"]).stdout.strip()
+    lab.pair.sysctl(ns, "net.ipv4.tcp_retries2", "3")  # a few seconds of retransmissions, not 15 minutes
+    try:
+        writer = lab.pair.popen(ns, [sys.executable, "-c", _STALLED_WRITER, lab.server_addr, str(port)],
+                                stdin=subprocess.PIPE)
+        hello = json.loads(writer.stdout.readline())
+        lab.nft_server(f"tcp dport {port} drop")
+        writer.stdin.write(b"go\n")
+        writer.stdin.flush()
+        done = json.loads(writer.stdout.readline())
+        writer.wait(30)
+    finally:
+        lab.pair.sysctl(ns, "net.ipv4.tcp_retries2", default)
+    assert done["errno"] == 110  # ETIMEDOUT, on an established connection
+
+    d = _raised(waits, hello["pid"], "established_timeout", 3 * WINDOW + 5)
+    assert (d["daddr"], d["dport"]) == (lab.server_addr, port)
+    assert d["evidence"]["close_errors"] == {"ETIMEDOUT": 1} and d["evidence"]["retransmits"] >= 3
+    summaries = [r for r in waits.records() if r["type"] == "summary" and r["pid"] == hello["pid"]]
+    assert sum(r["close_errors"].get("ETIMEDOUT", 0) for r in summaries) == 1
+    assert sum(r["connects_failed"] for r in summaries) == 0  # a connect that succeeded: not a failed attempt
