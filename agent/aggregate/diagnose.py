@@ -143,10 +143,26 @@ class Finding:
     kind: str
     severity: str
     state: str  # "raised" | "cleared"
-    proc: tuple[int, str, int]
+    proc: tuple[int, str, int]  # (0, comm, cgroup id) for a command's processes together
     dest: tuple[str, int, str]
     evidence: dict
     hint: str
+    scope: str = "process"  # or "command": every process of one command in one cgroup
+    names: dict | None = None  # a command's cgroup-level names (unit, container), taken from its processes
+
+
+# Names of a process that hold for its whole cgroup, so for a command's group too.
+_GROUP_NAMES = ("cgroup_path", "unit", "container_id", "runtime", "pod_uid")
+
+
+def _merge(into: DestStats, d: DestStats) -> None:
+    """Adds one process's counts for a destination into a command's."""
+    for name in ("connects_ok", "connects_failed", "accepts", "closes", "active_closes", "short_lived",
+                 "syn_retransmits", "retransmits", "resets_sent", "resets_received"):
+        setattr(into, name, getattr(into, name) + getattr(d, name))
+    into.failures.update(d.failures)
+    into.close_errors.update(d.close_errors)
+    into.failure_wait_max_us = max(into.failure_wait_max_us, d.failure_wait_max_us)
 
 
 class Diagnoser:
@@ -175,12 +191,47 @@ class Diagnoser:
                     f = self._port_risk(proc, dest, d, w.seconds, usage)
                     if f:
                         now[(f.kind, proc, dest)] = f
+        self._commands(w, now)
         out = [f for k, f in now.items() if k not in self.active]
         for k, f in self.active.items():
             if k not in now:
-                out.append(Finding(f.kind, f.severity, "cleared", f.proc, f.dest, {}, f.hint))
+                out.append(Finding(f.kind, f.severity, "cleared", f.proc, f.dest, {}, f.hint, f.scope, f.names))
         self.active = {k: self.active.get(k, f) for k, f in now.items()}
         return out
+
+    def _commands(self, w: WindowResult, now: dict) -> None:
+        """The same rules over every process of one command in one cgroup (a
+        unit, a container, a login session), per destination: a script that
+        runs one short-lived process per request, or a pre-fork worker pool,
+        churns as a command, never as one pid. Raised only where no single
+        process of the command raised the same kind for that destination."""
+        groups: dict[tuple[str, int], list] = {}
+        for proc, p in w.procs.items():
+            groups.setdefault((proc[1], proc[2]), []).append((proc, p))
+        for (comm, cgroup_id), members in groups.items():
+            if len(members) < 2:
+                continue
+            merged: dict[tuple, DestStats] = {}
+            pids: dict[tuple, set] = {}
+            for proc, p in members:
+                for dest, d in p.dests.items():
+                    if dest[2] != "outbound":
+                        continue
+                    _merge(merged.setdefault(dest, DestStats()), d)
+                    pids.setdefault(dest, set()).add(proc[0])
+            group = (0, comm, cgroup_id)
+            names = {k: v for k, v in members[0][1].names.items() if k in _GROUP_NAMES}
+            for dest, d in merged.items():
+                if len(pids[dest]) < 2:
+                    continue
+                for rule in RULES:
+                    if any((rule.kind, proc, dest) in now for proc, _ in members):
+                        continue
+                    ev = rule.applies(d, w.seconds, self.t)
+                    if ev is not None:
+                        ev["processes"] = len(pids[dest])
+                        now[(rule.kind, group, dest)] = Finding(rule.kind, rule.severity, "raised", group, dest, ev,
+                                                                rule.hint, "command", names)
 
     def _port_risk(self, proc, dest, d: DestStats, secs: float, usage: dict) -> Finding | None:
         share = usage["used"] / usage["usable"]

@@ -34,6 +34,8 @@ def diagnosis_record(builder: RecordBuilder, w: WindowResult, f: Finding) -> dic
     proc = w.procs.get(f.proc)
     if proc is not None:
         rec.update(proc.names)
+    elif f.names:
+        rec.update(f.names)
     rec.update(kind=f.kind, severity=f.severity, state=f.state, daddr=daddr, dport=dport, direction=direction,
-               evidence=f.evidence, hint=f.hint)
+               evidence=f.evidence, hint=f.hint, scope=f.scope)
     return rec

@@ -356,3 +356,28 @@ def test_one_cause_one_diagnosis_host_unreachable_after_syn_retransmits(summarie
     assert syn >= 1 and diag["evidence"]["syn_retransmits"] == syn
     time.sleep(2 * WINDOW)  # two more windows: nothing else may be raised for it
     assert [r["kind"] for r in _of(summaries, pid, "diagnosis") if r["state"] == "raised"] == ["unreachable"]
+
+
+def test_one_short_lived_process_per_connection_churns_as_a_command(summaries, netpair, peer_cmd):
+    """A shell script that opens each connection from a new subshell (one
+    process per request, as a script running curl does) at about 15/s: no
+    process makes more than one connection, the command does."""
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    port = pick_port()
+    lab.server(port, "close")
+    script = (f"for i in $(seq 45); do (exec 3<>/dev/tcp/{lab.server_addr}/{port}); sleep 0.05; done; "
+              "echo $$")
+    cp = lab.pair.run(lab.pair.client_ns, ["bash", "-c", script], timeout=60)
+    script_pid = int(cp.stdout.split()[-1])
+    [diag] = summaries.wait_for(lambda r: r["type"] == "diagnosis" and r["kind"] == "connection_churn"
+                                and r.get("scope") == "command" and r["comm"] == "bash" and r["dport"] == port,
+                                timeout=3 * WINDOW + 5)
+    assert (diag["pid"], diag["daddr"], diag["state"]) == (0, lab.server_addr, "raised")
+    assert diag["evidence"]["processes"] >= 2 and diag["evidence"]["new_connections_per_s"] >= 10
+    # each connection came from its own process: none of them churned alone
+    summaries_ = [r for r in summaries.records() if r["type"] == "summary" and r["comm"] == "bash"
+                  and any(d["dport"] == port for d in r["top_destinations"])]
+    assert len({r["pid"] for r in summaries_}) >= 30 and script_pid not in {r["pid"] for r in summaries_}
+    assert all(r["connects_ok"] == 1 for r in summaries_)
+    assert not [r for r in summaries.records() if r["type"] == "diagnosis" and r["comm"] == "bash"
+                and r["dport"] == port and r.get("scope") != "command"]
