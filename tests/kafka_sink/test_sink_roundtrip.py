@@ -71,7 +71,7 @@ def test_a_burst_with_the_broker_up_stays_out_of_the_spool(mock_cluster, tmp_pat
     finally:
         sink.close()
     assert peak > 0  # the writer outran the in-flight bound: records waited in memory
-    assert (stats["acked"], stats["spooled"], stats["replayed"], stats["dropped"]) == (40_000, 0, 0, 0)
+    assert (stats["acked"], stats["spooled"], stats["replayed"], stats["dropped"]) == (40_000, 0, 0, 0), stats
     assert stats["spool_bytes"] == 0
     got = check_delivered(mock_cluster, "connscope", PARTITIONS, feeder.sent, validate_every=97)
     assert len(got) == 40_000

@@ -7,6 +7,8 @@ brokers come back one by one). The producer's sender loop then fails on every
 pass before it polls, so metadata is never refreshed and batches wait until
 their delivery timeout. Here that error asks for fresh metadata instead.
 Passed to KafkaProducer through its documented `kafka_client` option.
+
+close_now() closes a producer without waiting for what it holds.
 """
 
 from __future__ import annotations
@@ -29,3 +31,27 @@ class RecoveringClient(KafkaNetClient):
         except kerr.UnknownBrokerIdError:
             self.cluster.request_update()
             return False
+
+
+def close_now(producer, join_s: float = 5.0) -> None:
+    """Closes a producer without waiting for its records (they are spooled).
+
+    kafka-python 3.0.12's close(timeout=0) flushes first, and with records
+    pending that raises before it force-closes: its network thread lived on,
+    reconnecting and logging, for the life of the process. So the close is
+    forced here (through its sender, as close() itself would), then
+    completed."""
+    try:
+        producer.close(timeout=0)
+        return
+    except Exception:
+        pass
+    sender = getattr(producer, "_sender", None)
+    if sender is None:
+        return
+    sender.force_close()  # fails what it still holds, so the next flush returns
+    sender.join(join_s)
+    try:
+        producer.close(timeout=0)
+    except Exception:
+        pass

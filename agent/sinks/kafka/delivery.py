@@ -36,15 +36,16 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
 import orjson
 from kafka import errors as kerr
 
 from ...errors import ConnscopeError
-from ..spool import Cursor, Spool
-from .client import RecoveringClient
+from ..spool import Spool
+from .client import RecoveringClient, close_now
 from .explain import KafkaLog, explain, is_record_error
+from .flight import Batch, Counters, Flight, Source
+from .routing import make_router
 from .settings import KafkaSettings
 
 RESERVE = 256 << 10  # spool headroom that only `lost` records may use
@@ -53,80 +54,8 @@ REPLAY_ROUND = 500  # records replayed before the thread looks at new ones again
 METADATA_WAIT_MS = 2000  # longest a send blocks the sink thread for topic metadata
 PROBE_BACKOFF = (0.5, 5.0)  # seconds between probes while brokers fail, doubling
 SYNC_EVERY_S = 1.0  # fsync spools written to, at most this often
-STALL_S = 2.0  # records in flight and none resolved this long: the memory stage goes to disk
+STALL_S = 5.0  # records in flight and none resolved this long: the memory stage goes to disk
 WEDGED_SLACK_S = 10.0  # beyond kafka-python's own timeouts: a producer silent this long is replaced
-
-
-def make_router(settings: KafkaSettings):
-    """record dict -> (topic, key bytes), per `topic` and `key`."""
-    template, by_pid = settings.topic, settings.key == "host_pid"
-    per_type = "{type}" in template
-
-    def route(rec: dict) -> tuple[str, bytes]:
-        topic = template.replace("{type}", rec.get("type", "unknown")) if per_type else template
-        host = rec.get("host", "")
-        return topic, (f"{host}/{rec.get('pid', 0)}" if by_pid else host).encode()
-    return route
-
-
-def make_batch_router(settings: KafkaSettings):
-    """(host, record types by event, the events) of a batch -> (topics, keys)
-    per record, as make_router routes each record's dict."""
-    template, by_pid = settings.topic, settings.key == "host_pid"
-    per_type = "{type}" in template
-
-    def route(host: str, type_names: dict, events: list) -> tuple[list[str], list[bytes]]:
-        n = len(events)
-        if per_type:
-            topics = [template.replace("{type}", type_names[ev.type]) for ev in events]
-        else:
-            topics = [template] * n
-        keys = [f"{host}/{ev.pid}".encode() for ev in events] if by_pid else [host.encode()] * n
-        return topics, keys
-    return route
-
-
-@dataclass(eq=False)
-class Batch:
-    cursor: Cursor  # the spool position after this batch
-    outstanding: int  # records not yet acknowledged (or refused)
-    failed: bool = False
-
-
-@dataclass(eq=False)
-class Source:
-    name: str
-    spool: Spool
-    ahead: Cursor  # next record to hand over
-    unread: bool = True  # records may exist past `ahead` (unknown at start)
-    failed: bool = False  # a record handed from here failed: rewind once all are settled
-    batches: deque = field(default_factory=deque)
-
-
-@dataclass(eq=False)
-class Flight:
-    """Records handed to the producer in one go, from one source, in order."""
-
-    futures: list  # kafka-python's futures, in hand-over order
-    values: list[bytes]
-    size: int  # bytes (values and keys), released when the whole flight settles
-    src: Source | None = None  # None: fresh records (from memory)
-    batch: Batch | None = None  # the spool batch a replay flight belongs to
-    settled: int = 0  # futures read so far, from the front
-    failed: list = field(default_factory=list)  # indexes of those that failed
-
-
-@dataclass
-class Counters:
-    handed: int = 0  # records given to the producer (replays and resends included)
-    acked: int = 0  # acknowledged by the brokers
-    failed: int = 0  # failed deliveries; each record went back to a spool (not lost)
-    spooled: int = 0  # records written to a spool
-    replayed: int = 0  # records acknowledged after a stay in a spool
-    dropped: int = 0  # records dropped: the spool was full
-    rejected: int = 0  # records the brokers refused for good (e.g. too large): dropped
-    corrupt_skipped: int = 0  # damaged spool regions skipped
-    producers_replaced: int = 0  # producers that stopped resolving records (see _replace_if_wedged)
 
 
 def _open_spool(path: str, max_bytes: int) -> Spool:
@@ -443,7 +372,8 @@ class Delivery:
             self._spill()
 
     def _stalled(self) -> bool:
-        """Records in flight and none resolved for STALL_S: brokers may be
+        """Records in flight and none resolved for STALL_S (long enough that a
+        loaded machine's slow acknowledgement is not one): brokers may be
         gone without an error yet (kafka-python retries until its delivery
         timeout). What waits in memory then goes to disk, where a crash
         cannot take it."""
@@ -626,27 +556,3 @@ def _duration(seconds: float) -> str:
 
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
-
-
-def close_now(producer, join_s: float = 5.0) -> None:
-    """Closes a producer without waiting for its records (they are spooled).
-
-    kafka-python 3.0.12's close(timeout=0) flushes first, and with records
-    pending that raises before it force-closes: its network thread lived on,
-    reconnecting and logging, for the life of the process. So the close is
-    forced here (through its sender, as close() itself would), then
-    completed."""
-    try:
-        producer.close(timeout=0)
-        return
-    except Exception:
-        pass
-    sender = getattr(producer, "_sender", None)
-    if sender is None:
-        return
-    sender.force_close()  # fails what it still holds, so the next flush returns
-    sender.join(join_s)
-    try:
-        producer.close(timeout=0)
-    except Exception:
-        pass

@@ -19,7 +19,8 @@ import orjson
 
 from ...errors import ConnscopeError
 from ...records.build import RECORD_TYPES
-from .delivery import METADATA_WAIT_MS, PROBE_BACKOFF, Delivery, make_batch_router, make_router
+from .delivery import METADATA_WAIT_MS, PROBE_BACKOFF, Delivery
+from .routing import make_batch_router, make_router
 from .settings import KafkaSettings
 
 INTAKE_MAX_BYTES = 32 << 20  # written, not yet routed: write() waits beyond this
