@@ -101,7 +101,7 @@ def decode(raw: bytes | memoryview) -> ConnEvent:
     if len(raw) != _STRUCT.size:
         raise MalformedRecord(f"record of {len(raw)} bytes, expected {_STRUCT.size}")
     ev = _new(ConnEvent, _STRUCT.unpack_from(raw))
-    if ev.type not in (layout.EV_CONNECT, layout.EV_ACCEPT, layout.EV_CLOSE):
+    if ev.type not in _TYPES:
         raise MalformedRecord(f"unknown record type {ev.type}")
     return ev
 

@@ -71,7 +71,6 @@ class RingReader:
         self._mask = size - 1
         self._rec_len = record.size
         self._stride = _round8(HDR + record.size)
-        self._record = record
         # one stride as one format: the header skipped, the record, the pad to
         # 8 bytes; its length word is checked apart (_plain_run)
         self._body = struct.Struct("<8x" + record.format.lstrip("<@=!>") + f"{self._stride - HDR - record.size}x")
@@ -125,14 +124,13 @@ class RingReader:
             length = _U32.unpack_from(view, start)[0]
             if length & BUSY:
                 break  # reserved, not committed yet: everything after it waits
-            size = length & ~(BUSY | DISCARD)
+            # committed and not a plain record of ours (the run took those):
+            # discarded, or of another size
             if length & DISCARD:
                 self.discarded += 1
-            elif size != self._rec_len:
+            else:
                 self.malformed += 1
-            else:  # our size, yet not a whole stride before the producer: cannot be, but read it
-                out.append(self._record.unpack_from(view, start + HDR))
-            cons += _round8(HDR + size)
+            cons += _round8(HDR + (length & ~(BUSY | DISCARD)))
         self._cons.value = cons
         return out
 
