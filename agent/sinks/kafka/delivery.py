@@ -31,6 +31,7 @@ them.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -249,7 +250,7 @@ class Delivery:
         self.last_error = explain(exc, [], self.settings.bootstrap)
 
     # --- acknowledgements --------------------------------------------------------
-    def handle(self, _events=None, failing: BaseException | None = None) -> None:
+    def handle(self, failing: BaseException | None = None) -> None:
         """Reads the futures of the flights, oldest first, as far as they resolved.
         `failing` fails every unresolved one with that error (a wedged producer)."""
         if self.closed:
@@ -297,13 +298,11 @@ class Delivery:
             self._replays_inflight -= n
         retry: list[bytes] = []
         first_error = None
-        rejected = 0
         for i in flight.failed:
             fut = futures[i]
             exc = fut.exception if fut.is_done else failing
             if is_record_error(exc):
                 self._reject(exc)
-                rejected += 1
             else:
                 self.c.failed += 1
                 first_error = first_error or exc
@@ -357,19 +356,25 @@ class Delivery:
             self._spill()
             return
         if self.producer is not None:
-            limit = self.settings.max_in_flight_bytes
-            while memory and self.inflight_bytes < limit and self.healthy:
-                topics, keys, values, lost, size = memory.popleft()
-                self.memory_bytes -= size
-                taken = self._hand_over(topics, keys, values)
-                if taken < len(values):  # trouble: the rest goes first next time (to the spool)
-                    rest = (topics[taken:], keys[taken:], values[taken:], lost[taken:] if lost else None,
-                            sum(map(len, values[taken:])))
-                    memory.appendleft(rest)
-                    self.memory_bytes += rest[4]
-                    break
+            self._hand_memory(self.settings.max_in_flight_bytes)
         if not self.healthy or self.memory_bytes > self.settings.memory_max_bytes:
             self._spill()
+
+    def _hand_memory(self, limit: float, deadline: float = math.inf) -> None:
+        """The memory stage to the producer, oldest first, while there is room
+        in flight (`limit` bytes), delivery works and `deadline` (monotonic)
+        is ahead. A batch that trouble cut short keeps its rest at the front."""
+        memory = self.memory
+        while memory and self.inflight_bytes < limit and self.healthy and time.monotonic() < deadline:
+            topics, keys, values, lost, size = memory.popleft()
+            self.memory_bytes -= size
+            taken = self._hand_over(topics, keys, values)
+            if taken < len(values):
+                rest = (topics[taken:], keys[taken:], values[taken:], lost[taken:] if lost else None,
+                        sum(map(len, values[taken:])))
+                memory.appendleft(rest)
+                self.memory_bytes += rest[4]
+                break
 
     def _stalled(self) -> bool:
         """Records in flight and none resolved for STALL_S (long enough that a
@@ -514,15 +519,8 @@ class Delivery:
         `deadline` (monotonic); what is still not acknowledged stays in (or
         goes to) the spool for the next start."""
         if self.producer is not None:
-            if self.healthy and not self._unread():
-                while self.memory and self.healthy and time.monotonic() < deadline:
-                    topics, keys, values, lost, size = self.memory.popleft()
-                    self.memory_bytes -= size
-                    taken = self._hand_over(topics, keys, values)
-                    if taken < len(values):
-                        self.memory.appendleft((topics[taken:], keys[taken:], values[taken:],
-                                                lost[taken:] if lost else None, sum(map(len, values[taken:]))))
-                        break
+            if not self._unread():
+                self._hand_memory(math.inf, deadline)
             try:
                 self.producer.flush(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # KafkaTimeoutError: what is left goes to the spool

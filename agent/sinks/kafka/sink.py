@@ -152,17 +152,15 @@ class KafkaSink:
 
     # --- the sink's thread ---------------------------------------------------------
     def _notify(self, event) -> None:
-        """From kafka-python's I/O thread: an acknowledgement or a failure."""
+        """From kafka-python's I/O thread: a flight's last record resolved."""
         self._done.append(event)
         if len(self._done) == 1:
             with self._cv:
                 self._cv.notify_all()
 
-    def _drain_done(self) -> list:
-        out = []
-        while self._done:
-            out.append(self._done.popleft())
-        return out
+    def _clear_wakeups(self) -> None:
+        """The wake-ups are taken: the delivery reads the futures themselves."""
+        self._done.clear()
 
     def _main(self) -> None:
         d = self.delivery
@@ -175,7 +173,8 @@ class KafkaSink:
                     items, self._intake = self._intake, []
                     self._taken_bytes, self._intake_bytes = self._intake_bytes, 0
                     taken, stop = self._written, self._stop
-                d.handle(self._drain_done())
+                self._clear_wakeups()
+                d.handle()
                 self._connect()
                 d.route_fresh(items)
                 with self._cv:
@@ -185,7 +184,7 @@ class KafkaSink:
                     break
                 busy = d.replay()
                 d.housekeeping()
-            d.shutdown(time.monotonic() + self.settings.flush_timeout_s, self._drain_done)
+            d.shutdown(time.monotonic() + self.settings.flush_timeout_s, self._clear_wakeups)
         except BaseException as exc:  # a bug: make write() say so rather than block
             self._error = exc
             d.warn(f"connscope: kafka sink thread failed: {type(exc).__name__}: {exc}")
