@@ -155,15 +155,6 @@ class Finding:
 _GROUP_NAMES = ("cgroup_path", "unit", "container_id", "runtime", "pod_uid")
 
 
-def _merge(into: DestStats, d: DestStats) -> None:
-    """Adds one process's counts for a destination into a command's."""
-    for name in ("connects_ok", "connects_failed", "accepts", "closes", "active_closes", "short_lived",
-                 "syn_retransmits", "retransmits", "resets_sent", "resets_received"):
-        setattr(into, name, getattr(into, name) + getattr(d, name))
-    into.failures.update(d.failures)
-    into.close_errors.update(d.close_errors)
-    into.failure_wait_max_us = max(into.failure_wait_max_us, d.failure_wait_max_us)
-
 
 class Diagnoser:
     def __init__(self, thresholds: DiagnosisThresholds | None = None):
@@ -217,7 +208,7 @@ class Diagnoser:
                 for dest, d in p.dests.items():
                     if dest[2] != "outbound":
                         continue
-                    _merge(merged.setdefault(dest, DestStats()), d)
+                    merged.setdefault(dest, DestStats()).merge(d)
                     pids.setdefault(dest, set()).add(proc[0])
             group = (0, comm, cgroup_id)
             names = {k: v for k, v in members[0][1].names.items() if k in _GROUP_NAMES}

@@ -49,6 +49,14 @@ class DestStats:
     def new_connections(self) -> int:
         return self.connects_ok + self.connects_failed + self.accepts
 
+    def merge(self, other: "DestStats") -> None:
+        """Adds another's counts (not its sketches): a command's processes together."""
+        for name, _count in _DEST_SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.update(other.failures)
+        self.close_errors.update(other.close_errors)
+        self.failure_wait_max_us = max(self.failure_wait_max_us, other.failure_wait_max_us)
+
 
 @dataclass
 class ProcStats(DestStats):
@@ -132,16 +140,15 @@ class WindowAggregator:
             c = row.counts
             failures = Counter({error_name(e) if e else "ABORTED": n for e, n in row.failures.items()})
             close_errors = Counter({error_name(e): n for e, n in row.close_errors.items()})
+            wait_us = c["failure_wait_max_ns"] // 1000
             for s in (p, d):
                 s.failures.update(failures)
                 s.close_errors.update(close_errors)
+                s.failure_wait_max_us = max(s.failure_wait_max_us, wait_us)
                 for name, count in _DEST_SUMS:
                     setattr(s, name, getattr(s, name) + c[count])
             for name in _PROC_SUMS:
                 setattr(p, name, getattr(p, name) + c[name])
-            wait_us = c["failure_wait_max_ns"] // 1000
-            for s in (p, d):
-                s.failure_wait_max_us = max(s.failure_wait_max_us, wait_us)
             if row.latency:
                 p.latency_max_us = max(p.latency_max_us, c["latency_max_ns"] // 1000)
                 d.latency.merge(sketch.from_bins(row.latency))

@@ -38,13 +38,17 @@ class KernelRow:
         return self.daddr, self.port, "inbound" if self.direction == L.DIR_INBOUND else "outbound"
 
 
+# Counts that are a largest value, not a sum: over CPUs too.
+_MAX_FIELDS = ("latency_max_ns", "failure_wait_max_ns")
+
+
 def rows(raw_rows, raw_bins) -> list[KernelRow]:
     """From AggMaps.take()'s ([(AggKey, [AggCounts per CPU])], [(AggBinKey, n)])."""
     out: dict[bytes, KernelRow] = {}
     for key, per_cpu in raw_rows:
         counts = {name: sum(getattr(c, name) for c in per_cpu) for name in L.AGG_COUNT_FIELDS}
-        counts["latency_max_ns"] = max((c.latency_max_ns for c in per_cpu), default=0)
-        counts["failure_wait_max_ns"] = max((c.failure_wait_max_ns for c in per_cpu), default=0)
+        for name in _MAX_FIELDS:
+            counts[name] = max((getattr(c, name) for c in per_cpu), default=0)
         out[bytes(key)] = _row(key, counts)
     for bk, n in raw_bins:
         if not n:
