@@ -91,8 +91,7 @@ def pipeline(cfg: Config, tracer_, sink, mode: Mode):
     ends = cfg.agent.connection_records == "ends"
     return Pipeline(tracer_, RecordBuilder(connect_on_close=ends), sink, event_filter(cfg),
                     queue_max=cfg.agent.queue_max, aggregator=agg, diagnoser=diagnoser, connections=mode.connections,
-                    port_usage=usage, failures_always=mode.failures_always, fold_after=cfg.agent.failure_records,
-                    ends=ends)
+                    port_usage=usage, failures_always=mode.failures_always, fold_after=cfg.agent.failure_records)
 
 
 def start_fields(tracer_, seeded: int, **extra) -> dict:

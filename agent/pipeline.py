@@ -35,6 +35,7 @@ from .records.build import RECORD_TYPES, RecordBuilder
 from .records.encode import RecordEncoder
 from .sinks.base import Sink, SinkClosed
 
+
 def _tune_gc() -> None:
     """The event path allocates a few short-lived tuples and strings per record,
     none in cycles, and at tens of thousands of records a second CPython's
@@ -44,6 +45,7 @@ def _tune_gc() -> None:
     first generation collects every 50,000 allocations instead."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
 
 # Kernel counters that mean records were lost, and the reason reported.
 KERNEL_LOSSES = {
@@ -147,12 +149,14 @@ class Pipeline:
     def __init__(self, tracer, builder: RecordBuilder, sink: Sink, event_filter: EventFilter | None = None,
                  queue_max: int = 50_000, aggregator: WindowAggregator | None = None,
                  diagnoser: Diagnoser | None = None, connections: bool = True, port_usage=None,
-                 failures_always: bool = False, fold_after: int = 0, ends: bool = False):
+                 failures_always: bool = False, fold_after: int = 0):
         self.tracer = tracer
         self.builder = builder
         self.emitter = Emitter(sink, builder)
+        # one record per connection end when the builder puts the connect's
+        # fields on the close (agent.connection_records = "ends")
         self.policy = Policy(event_filter or EventFilter(), connections, failures_always, fold_after=fold_after,
-                             ends=ends)
+                             ends=builder.connect_on_close)
         self.queue_max = queue_max
         self.stats = PipelineStats()
         self._q: queue.Queue = queue.Queue()
