@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .gen import BenchError
 
@@ -87,6 +88,24 @@ def _task_cpu_ns(pid: int) -> int:
     return total
 
 
+def settle(cpu_s: Callable[[], float], cap_s: float, idle_share: float = 0.05, step_s: float = 0.2,
+           each: Callable[[], None] | None = None) -> float:
+    """Waits until a process uses < idle_share of a core over step_s (it caught
+    up), at most cap_s; `cpu_s()` reads its CPU seconds, `each()` runs every
+    step. Returns the seconds waited."""
+    t0 = time.monotonic()
+    last = cpu_s()
+    while time.monotonic() - t0 < cap_s:
+        time.sleep(step_s)
+        if each is not None:
+            each()
+        now = cpu_s()
+        if now - last < idle_share * step_s:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
 @dataclass
 class Tracer:
     """A running configuration (or none, for bare)."""
@@ -149,19 +168,10 @@ class Tracer:
 
         Returns the seconds waited. Bare waits one step, so phases stay alike.
         """
-        t0 = time.monotonic()
         if self.proc is None:
             time.sleep(step_s)
             return step_s
-        last = self.cpu_s()
-        while time.monotonic() - t0 < cap_s:
-            time.sleep(step_s)
-            self.sample_rss()
-            now = self.cpu_s()
-            if now - last < idle_share * step_s:
-                break
-            last = now
-        return time.monotonic() - t0
+        return settle(self.cpu_s, cap_s, idle_share, step_s, each=self.sample_rss)
 
     def stop(self, timeout: float = 120.0) -> None:
         """SIGINT (both connscope and the BCC tools flush and exit on it), then wait."""

@@ -36,7 +36,7 @@ from pathlib import Path
 import orjson
 
 from . import gen
-from .agents import CONNSCOPE, REPO, _task_cpu_ns
+from .agents import CONNSCOPE, REPO, _task_cpu_ns, settle
 from .lab import BenchLab
 from .profile import PY_SPY, summarize_stacks
 
@@ -72,16 +72,6 @@ def _read(consumer, until=None, idle: float = 2.0, timeout: float = 120.0) -> li
     raise SystemExit(f"bench.kafka_run: timed out reading the topic ({len(out)} records)")
 
 
-def _settle(pid: int, cap_s: float = 60.0, idle_share: float = 0.05, step_s: float = 0.2) -> None:
-    """Waits until the agent uses < idle_share of a core (it caught up), at most cap_s."""
-    t0, last = time.monotonic(), _task_cpu_ns(pid)
-    while time.monotonic() - t0 < cap_s:
-        time.sleep(step_s)
-        now = _task_cpu_ns(pid)
-        if now - last < idle_share * step_s * 1e9:
-            return
-        last = now
-
 
 def one_round(lab: BenchLab, rate: float, seconds: float, tag: int, ends: bool = False,
               profile: bool = False) -> dict:
@@ -102,7 +92,7 @@ def one_round(lab: BenchLab, rate: float, seconds: float, tag: int, ends: bool =
             try:
                 _read(consumer, until=lambda rs: any(r["type"] == "agent" and r.get("event") == "start"
                                                      for r in rs), timeout=120)
-                _settle(agent.pid)
+                settle(lambda: _task_cpu_ns(agent.pid) / 1e9, 60)
                 port = PORT + tag % 100
                 spy = None
                 if profile:  # py-spy on the agent while the load runs (bench/profile.py reads it)
@@ -126,7 +116,7 @@ def one_round(lab: BenchLab, rate: float, seconds: float, tag: int, ends: bool =
                 res = box[0]
                 if spy is not None:
                     spy.wait(timeout=60)
-                _settle(agent.pid)
+                settle(lambda: _task_cpu_ns(agent.pid) / 1e9, 60)
                 cpu_s, wall_s = (_task_cpu_ns(agent.pid) - cpu0) / 1e9, time.monotonic() - t0
                 agent.send_signal(signal.SIGTERM)
                 rc = agent.wait(timeout=120)
