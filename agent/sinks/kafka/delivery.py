@@ -343,20 +343,21 @@ class Delivery:
     def route_fresh(self, chunks: list[tuple]) -> None:
         """Batches just written, each (topics, keys, values, lost flags or None,
         bytes): into the memory stage, and from it to the producer while there
-        is room in flight. To the backlog spool instead while brokers fail or
-        older records wait there, and when the memory stage is over its bound
-        (all of it then, oldest first, so that order holds)."""
+        is room in flight. To the backlog spool instead while no producer is
+        connected, brokers fail or older records wait there, and when the
+        memory stage is over its bound (all of it then, oldest first, so that
+        order holds): memory only ever holds what waits on brokers that
+        answer."""
         memory = self.memory
         for chunk in chunks:
             memory.append(chunk)
             self.memory_bytes += chunk[4]
         if not memory:
             return
-        if not self.healthy or self._unread() or self._stalled():
+        if self.producer is None or not self.healthy or self._unread() or self._stalled():
             self._spill()
             return
-        if self.producer is not None:
-            self._hand_memory(self.settings.max_in_flight_bytes)
+        self._hand_memory(self.settings.max_in_flight_bytes)
         if not self.healthy or self.memory_bytes > self.settings.memory_max_bytes:
             self._spill()
 
