@@ -89,7 +89,8 @@ def pipeline(cfg: Config, tracer_, sink, mode: Mode):
     if mode.summaries:
         agg, diagnoser, usage = summaries(cfg, mode)
     ends = cfg.agent.connection_records == "ends"
-    return Pipeline(tracer_, RecordBuilder(connect_on_close=ends), sink, event_filter(cfg),
+    builder = RecordBuilder(connect_on_close=ends, health_unread=tracer_.health_unread(), hz=tracer_.kernel_hz())
+    return Pipeline(tracer_, builder, sink, event_filter(cfg),
                     queue_max=cfg.agent.queue_max, aggregator=agg, diagnoser=diagnoser, connections=mode.connections,
                     port_usage=usage, failures_always=mode.failures_always, fold_after=cfg.agent.failure_records)
 

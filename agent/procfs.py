@@ -60,3 +60,21 @@ def find_cgroup2(mountinfo: str | None = None) -> tuple[str, str] | None:
         if sep and len(fields) >= 5 and tail.split()[:1] == ["cgroup2"]:
             found.append((_unescape(fields[4]), _unescape(fields[3])))
     return min(found, key=lambda m: m[1] != "/", default=None)
+
+
+@functools.cache
+def kernel_hz() -> int | None:
+    """CONFIG_HZ, the tick jiffies count (tcp_sock.keepalive_time is in
+    jiffies); None when the kernel's config is not readable."""
+    import gzip
+    import platform
+
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            text = f.read()
+    except OSError:
+        text = read(f"/boot/config-{platform.release()}") or ""
+    for line in text.splitlines():
+        if line.startswith("CONFIG_HZ="):
+            return int(line.partition("=")[2])
+    return None

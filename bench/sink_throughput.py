@@ -65,20 +65,24 @@ def make_events(n: int) -> list[ConnEvent]:
         sport, dport = 32768 + i % 28000, (80, 443, 5432, 8080, 9092)[i % 5]
         common = dict(start_ns=1_000_000_000 + i * 50_000, established_ns=1_000_000_000 + i * 50_000 + 180_000,
                       skaddr=0xFFFF888000000000 + i * 64, cgroup_id=4200 + i % 11, syn_retransmits=0,
-                      synack_retransmits=0, retransmits=i % 9 == 0, err=0, resets_sent=0, resets_received=0,
-                      family=socket.AF_INET, closed_by=0, comm=comms[i % 5].ljust(16, b"\0"))
+                      synack_retransmits=0, retransmits=int(i % 9 == 0), err=0, resets_sent=0, resets_received=0,
+                      family=socket.AF_INET, closed_by=0, comm=comms[i % 5].ljust(16, b"\0"),
+                      bytes_sent=0, bytes_received=0, srtt_us=0, min_rtt_us=0, keepalive_idle=0, mss=0, health=0)
         client = dict(pid=pid, tid=pid, saddr=v4("169.254.10.1"), daddr=v4("169.254.10.2"), sport=sport,
                       dport=dport, pid_source=L.PID_SRC_CONNECT, direction=L.DIR_OUTBOUND)
         server = dict(pid=900 + i % 3, tid=900 + i % 3, saddr=v4("169.254.10.2"), daddr=v4("169.254.10.1"),
                       sport=dport, dport=sport, pid_source=L.PID_SRC_LISTENER, direction=L.DIR_INBOUND)
         t = 2_000_000_000 + i * 50_000
+        # what a close's socket says (bpf/health.c): sizes and RTTs vary per connection
+        health = dict(health=L.H_READ, bytes_sent=180 + i % 4000, bytes_received=12_000 + i % 90_000,
+                      srtt_us=40 + i % 700, min_rtt_us=20 + i % 50, mss=1448)
         events = [
             dict(common, **client, type=L.EV_CONNECT, ts_ns=t, end_ns=0, flags=L.F_ESTABLISHED),
             dict(common, **server, type=L.EV_ACCEPT, ts_ns=t + 1000, end_ns=0, flags=L.F_ESTABLISHED),
             dict(common, **client, type=L.EV_CLOSE, ts_ns=t + 900_000, end_ns=t + 900_000,
-                 flags=L.F_ESTABLISHED | L.F_TIME_WAIT, closed_by=L.CLOSED_BY_LOCAL),
+                 flags=L.F_ESTABLISHED | L.F_TIME_WAIT, closed_by=L.CLOSED_BY_LOCAL, **health),
             dict(common, **server, type=L.EV_CLOSE, ts_ns=t + 901_000, end_ns=t + 901_000,
-                 flags=L.F_ESTABLISHED, closed_by=L.CLOSED_BY_PEER),
+                 flags=L.F_ESTABLISHED, closed_by=L.CLOSED_BY_PEER, **health),
         ]
         out += [ConnEvent(**ev) for ev in events]
         i += 1

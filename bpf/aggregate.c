@@ -198,6 +198,12 @@ static __always_inline struct agg_counts *aggregate(struct conn_record *rec, u8 
 		 * retransmissions or keepalive probes, ECONNRESET, EPIPE... */
 		if (rec->err)
 			agg_bin(gen, &bk, BIN_CLOSE_ERROR, rec->err);
+		if (rec->health & H_READ) {
+			ADD(bytes_sent, rec->bytes_sent);
+			ADD(bytes_received, rec->bytes_received);
+			if (rec->srtt_us && dd_key((u64)rec->srtt_us * 1000, &key) == 0)
+				agg_bin(gen, &bk, BIN_RTT, key);
+		}
 		if (rec->established_ns && rec->end_ns && !(rec->flags & F_PREEXISTING)) {
 			u64 life = rec->end_ns - rec->established_ns;
 			if (life < knob(KNOB_SHORT_LIFETIME_NS))

@@ -41,6 +41,11 @@
 #define F_INCOMPLETE 0x40  /* the kernel skipped one of this socket's events */
 #define F_AWAIT_ERR 0x80   /* in the closing map, waiting for its error report (never emitted) */
 
+/* conn_record.health: what was read from the socket at CLOSE */
+#define H_READ 0x01      /* the health fields were read */
+#define H_KEEPALIVE 0x02 /* SO_KEEPALIVE was on */
+#define H_NODELAY 0x04   /* TCP_NODELAY was on */
+
 /* Attach methods: the value of a hook's -D flag (HAVE_*, CONNECT_HOOK) when
  * the loader chose that method for it (agent/kernel/hooks.py); 0 = none. */
 #define HOOK_FENTRY 1
@@ -48,6 +53,7 @@
 #define HOOK_TRACEPOINT 3
 #define HOOK_RAW_TP 4 /* raw tracepoint: its own recursion guard, not the shared one */
 #define HOOK_FD_WALK 5 /* socket_syscall: the fd's socket read when a connect fails */
+#define HOOK_BTF_READ 6 /* socket_health: tcp_sock fields read at BTF offsets */
 
 /* Indexes of the per-CPU counters map (counters). */
 #define CNT_EMITTED 0        /* records handed to the ring/perf buffer */
@@ -70,6 +76,10 @@ struct conn_record {
 	__u64 end_ns;         /* failure or close time; 0 while open */
 	__u64 skaddr;         /* kernel socket address: a key, never dereferenced */
 	__u64 cgroup_id;      /* cgroup v2 id of pid at attribution time */
+	/* Socket health, read when an established connection reaches CLOSE
+	 * (bpf/health.c); 0 with H_READ clear when it was not read. */
+	__u64 bytes_sent;     /* payload acknowledged by the peer: no SYN, no FIN */
+	__u64 bytes_received; /* payload received: no FIN */
 	__u32 pid;            /* tgid */
 	__u32 tid;
 	__u8 saddr[16];       /* IPv4 in the first 4 bytes */
@@ -80,16 +90,21 @@ struct conn_record {
 	__s32 err;            /* positive errno, 0 when none */
 	__u32 resets_sent;    /* 32-bit: BPF has no 16-bit atomic add */
 	__u32 resets_received;
+	__u32 srtt_us;        /* smoothed RTT, us */
+	__u32 min_rtt_us;     /* the lowest RTT seen (the kernel's windowed minimum) */
+	__u32 keepalive_idle; /* TCP_KEEPIDLE set on the socket, in jiffies; 0 = the netns default */
+	__u32 _pad2;
 	__u16 sport;
 	__u16 dport;
 	__u16 family;         /* AF_INET (2) or AF_INET6 (10) */
-	__u16 _pad0;
+	__u16 mss;            /* the current send MSS */
 	__u8 type;            /* EV_* (0 in map state) */
 	__u8 pid_source;      /* PID_SRC_* */
 	__u8 direction;       /* DIR_* */
 	__u8 closed_by;       /* CLOSED_BY_* */
 	__u8 flags;           /* F_* */
-	__u8 _pad1[3];
+	__u8 health;          /* H_* */
+	__u8 _pad1[2];
 	char comm[16];
 };
 
@@ -127,6 +142,8 @@ struct agg_counts {
 	__u64 failure_records; /* failure records sent this window */
 	__u64 folded;          /* failure records not sent: over KNOB_FOLD_AFTER */
 	__u64 failure_wait_max_ns; /* the longest a failed connect waited, start to failure */
+	__u64 bytes_sent;      /* payload of the closes whose socket was read (H_READ) */
+	__u64 bytes_received;
 };
 
 /* agg_bin_key.kind */
@@ -134,6 +151,7 @@ struct agg_counts {
 #define BIN_LIFETIME 2 /* index: DDSketch key of the lifetime in us */
 #define BIN_FAILURE 3  /* index: errno, 0 for an abandoned connect */
 #define BIN_CLOSE_ERROR 4 /* index: errno of an established connection that ended with one */
+#define BIN_RTT 5      /* index: DDSketch key of a closing connection's smoothed RTT in us */
 
 struct agg_bin_key {
 	struct agg_key row;

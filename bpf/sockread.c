@@ -69,9 +69,9 @@ struct sk_fields {
 
 /* Offsets come from the running kernel's BTF (agent/kernel/sock_fields.py),
  * never from the headers BCC compiles against. */
-#ifdef OFF_SK_PROTOCOL
 #define SK_READ(dst, sk, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((sk) + (off)))
 
+#ifdef OFF_SK_PROTOCOL
 static __always_inline u16 sk_protocol(u64 sk)
 {
 	u16 v = 0;

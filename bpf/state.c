@@ -254,6 +254,11 @@ static __always_inline int set_state(void *ctx, struct sk_fields *args)
 	/* -> CLOSE */
 	st->end_ns = bpf_ktime_get_ns();
 	st->flags |= F_CLOSING;
+#if HAVE_SOCK_HEALTH
+	/* the socket's last word: nothing is sent or received after CLOSE */
+	if (st->flags & F_ESTABLISHED)
+		health_read(st, sk, old);
+#endif
 	/* closed_by stays NONE here when no FIN came first: resolve() decides
 	 * it, because an abortive close (SO_LINGER 0, tcp_disconnect) moves to
 	 * CLOSE before it sends its RST. */

@@ -42,8 +42,11 @@ class DestStats:
     failure_records_folded: int = 0  # failure records the kernel counted but did not send (a storm)
     failure_wait_max_us: int = 0  # the longest a failed connect waited, start to failure
     close_errors: Counter = field(default_factory=Counter)  # errno name -> established connections it ended
+    bytes_sent: int = 0  # payload of the closes whose socket was read
+    bytes_received: int = 0
     latency: object = field(default_factory=sketch.new)
     lifetime: object = field(default_factory=sketch.new)
+    rtt: object = field(default_factory=sketch.new)  # smoothed RTT at close, us
 
     @property
     def new_connections(self) -> int:
@@ -79,6 +82,7 @@ _DEST_SUMS = (
     ("closes", "closes"), ("active_closes", "active_closes"), ("short_lived", "short_lived"),
     ("syn_retransmits", "syn_retransmits"), ("retransmits", "retransmits"), ("resets_sent", "resets_sent"),
     ("resets_received", "resets_received"), ("failure_records_folded", "folded"),
+    ("bytes_sent", "bytes_sent"), ("bytes_received", "bytes_received"),
 )
 _PROC_SUMS = ("synack_retransmits", "syn_stalled", "connects_untimed")
 
@@ -154,6 +158,8 @@ class WindowAggregator:
                 d.latency.merge(sketch.from_bins(row.latency))
             if row.lifetime:
                 d.lifetime.merge(sketch.from_bins(row.lifetime))
+            if row.rtt:
+                d.rtt.merge(sketch.from_bins(row.rtt))
 
     def add(self, ev: ConnEvent) -> None:
         """A record the kernel did not count (reaped in user space)."""
@@ -205,6 +211,11 @@ class WindowAggregator:
                 s.close_errors[error_name(ev.err)] += 1
             s.resets_sent += ev.resets_sent
             s.resets_received += ev.resets_received
+            if ev.health & L.H_READ:
+                s.bytes_sent += ev.bytes_sent
+                s.bytes_received += ev.bytes_received
+                if sketches and ev.srtt_us:
+                    s.rtt.add(ev.srtt_us)
             if ev.established_ns and ev.end_ns and not ev.flags & L.F_PREEXISTING:
                 life_us = (ev.end_ns - ev.established_ns) / 1000
                 if sketches:
@@ -217,6 +228,7 @@ class WindowAggregator:
             for d in p.dests.values():
                 p.latency.merge(d.latency)
                 p.lifetime.merge(d.lifetime)
+                p.rtt.merge(d.rtt)
         result = WindowResult(self.start_ns, end_ns, self.procs, self.kernel_lost, self.thresholds, self.top_n)
         # names of processes quiet for a whole window are taken again if they return
         self.names = {k: v for k, v in self.names.items() if k in self.procs or k in self._noted}
@@ -252,6 +264,8 @@ class WindowResult:
             "resets_sent": d.resets_sent, "resets_received": d.resets_received,
             "connect_failure_wait_max_us": d.failure_wait_max_us if d.connects_failed else None,
             "close_errors": dict(d.close_errors),
+            "bytes_sent": d.bytes_sent, "bytes_received": d.bytes_received,
+            "rtt_us": sketch.percentiles(d.rtt),
         }
 
     def summary_fields(self, p: ProcStats) -> dict:
@@ -279,4 +293,7 @@ class WindowResult:
             "connect_failure_wait_max_us": p.failure_wait_max_us if p.connects_failed else None,
             "close_errors": dict(p.close_errors),
             "counts_from": "kernel" if p.counts_from_kernel else "records",
+            "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received,
+            "rtt_us": sketch.percentiles(p.rtt),
+            "rtt_sketch": sketch.to_json(p.rtt),
         }

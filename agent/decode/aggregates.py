@@ -2,7 +2,8 @@
 
 One KernelRow per (process, destination, direction), its per-CPU counts
 summed (the handshake maximum is the largest), and its histogram bins as
-DDSketch keys -> counts (see ddbins.py), and failures and the errors that
+DDSketch keys -> counts (see ddbins.py: handshake time, lifetime, RTT at
+close), and failures and the errors that
 ended established connections as errno -> count.
 """
 
@@ -28,6 +29,7 @@ class KernelRow:
     lifetime: dict[int, int] = field(default_factory=dict)
     failures: dict[int, int] = field(default_factory=dict)  # errno (0: abandoned) -> n
     close_errors: dict[int, int] = field(default_factory=dict)  # errno of established connections that failed -> n
+    rtt: dict[int, int] = field(default_factory=dict)  # DDSketch key of closing connections' smoothed RTT (us) -> n
 
     @property
     def proc(self) -> tuple[int, str, int]:
@@ -57,7 +59,7 @@ def rows(raw_rows, raw_bins) -> list[KernelRow]:
         if row is None:  # a bin whose row was taken in the other generation (a flip race)
             row = out[bytes(bk.row)] = _row(bk.row, dict.fromkeys(L.AGG_COUNT_FIELDS, 0))
         target = {L.BIN_LATENCY: row.latency, L.BIN_LIFETIME: row.lifetime, L.BIN_FAILURE: row.failures,
-                  L.BIN_CLOSE_ERROR: row.close_errors}.get(bk.kind)
+                  L.BIN_CLOSE_ERROR: row.close_errors, L.BIN_RTT: row.rtt}.get(bk.kind)
         if target is not None:
             target[bk.index] = target.get(bk.index, 0) + n
     return list(out.values())

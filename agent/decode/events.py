@@ -65,6 +65,8 @@ class ConnEvent(NamedTuple):
     end_ns: int
     skaddr: int
     cgroup_id: int
+    bytes_sent: int
+    bytes_received: int
     pid: int
     tid: int
     saddr: bytes
@@ -75,14 +77,19 @@ class ConnEvent(NamedTuple):
     err: int
     resets_sent: int
     resets_received: int
+    srtt_us: int
+    min_rtt_us: int
+    keepalive_idle: int
     sport: int
     dport: int
     family: int
+    mss: int
     type: int
     pid_source: int
     direction: int
     closed_by: int
     flags: int
+    health: int
     comm: bytes
 
 

@@ -25,13 +25,15 @@ F_CLOSING = 0x20
 F_INCOMPLETE = 0x40
 F_AWAIT_ERR = 0x80
 
-HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT, HOOK_RAW_TP, HOOK_FD_WALK = 1, 2, 3, 4, 5
+H_READ, H_KEEPALIVE, H_NODELAY = 0x01, 0x02, 0x04
+
+HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT, HOOK_RAW_TP, HOOK_FD_WALK, HOOK_BTF_READ = 1, 2, 3, 4, 5, 6
 
 CNT_EMITTED, CNT_LOST_RINGBUF, CNT_LOST_STATE_MAP, CNT_NOT_SENT = 0, 1, 2, 3
 CNT_LISTENER_MAP, CNT_AGG_FULL, CNT_SAMPLED_OUT, CNT_FOLDED = 4, 5, 6, 7
 CNT_SAMPLE_TICK, CNT_MAX = 8, 16
 
-BIN_LATENCY, BIN_LIFETIME, BIN_FAILURE, BIN_CLOSE_ERROR = 1, 2, 3, 4
+BIN_LATENCY, BIN_LIFETIME, BIN_FAILURE, BIN_CLOSE_ERROR, BIN_RTT = 1, 2, 3, 4, 5
 DD_SUB_BITS, DD_SLOTS = 6, 4096
 
 KNOB_GEN, KNOB_SHORT_LIFETIME_NS, KNOB_RECORDS, KNOB_KEEP_ONE_IN, KNOB_FOLD_AFTER, KNOB_MAX = 0, 1, 2, 3, 4, 8
@@ -46,6 +48,8 @@ class ConnRecord(C.Structure):
         ("end_ns", C.c_uint64),
         ("skaddr", C.c_uint64),
         ("cgroup_id", C.c_uint64),
+        ("bytes_sent", C.c_uint64),
+        ("bytes_received", C.c_uint64),
         ("pid", C.c_uint32),
         ("tid", C.c_uint32),
         ("saddr", C.c_uint8 * 16),
@@ -56,16 +60,21 @@ class ConnRecord(C.Structure):
         ("err", C.c_int32),
         ("resets_sent", C.c_uint32),
         ("resets_received", C.c_uint32),
+        ("srtt_us", C.c_uint32),
+        ("min_rtt_us", C.c_uint32),
+        ("keepalive_idle", C.c_uint32),
+        ("_pad2", C.c_uint32),
         ("sport", C.c_uint16),
         ("dport", C.c_uint16),
         ("family", C.c_uint16),
-        ("_pad0", C.c_uint16),
+        ("mss", C.c_uint16),
         ("type", C.c_uint8),
         ("pid_source", C.c_uint8),
         ("direction", C.c_uint8),
         ("closed_by", C.c_uint8),
         ("flags", C.c_uint8),
-        ("_pad1", C.c_uint8 * 3),
+        ("health", C.c_uint8),
+        ("_pad1", C.c_uint8 * 2),
         ("comm", C.c_char * 16),
     ]
 
@@ -86,7 +95,7 @@ class AggKey(C.Structure):
 AGG_COUNT_FIELDS = (
     "connects_ok", "connects_failed", "accepts", "closes", "active_closes", "short_lived", "syn_stalled",
     "connects_untimed", "syn_retransmits", "synack_retransmits", "retransmits", "resets_sent", "resets_received",
-    "latency_max_ns", "failure_records", "folded", "failure_wait_max_ns",
+    "latency_max_ns", "failure_records", "folded", "failure_wait_max_ns", "bytes_sent", "bytes_received",
 )
 
 

@@ -122,20 +122,55 @@ class BTF:
             raise BTFError(f"{struct_name}.{member} is a bitfield")
         return bits // 8
 
-    def _member_bits(self, t: BTFType, member: str) -> int | None:
+    def member_bitfield(self, struct_name: str, member: str) -> tuple[int, int]:
+        """(bit offset, width in bits) of a bitfield member of a named struct
+        (tcp_sock.nonagle). BTF gives the width only with the struct's
+        kind_flag set; without it the member is a whole integer."""
+        t = self.find(KIND_STRUCT, struct_name)
+        if t is None:
+            raise BTFError(f"struct {struct_name} not in BTF")
+        found = self._member_bits(t, member, with_width=True)
+        if found is None:
+            raise BTFError(f"{struct_name} has no member {member}")
+        return found
+
+    def enum_value(self, enum_name: str, name: str) -> int:
+        """The value of one enumerator (enum sock_flags' SOCK_KEEPOPEN)."""
+        t = self.find(KIND_ENUM, enum_name)
+        if t is None:
+            raise BTFError(f"enum {enum_name} not in BTF")
+        for i in range(t.vlen):
+            name_off, value = struct.unpack_from("<Ii", self._types, t.offset + 12 + 8 * i)
+            if self._name(name_off) == name:
+                return value
+        raise BTFError(f"enum {enum_name} has no {name}")
+
+    def _member_bits(self, t: BTFType, member: str, with_width: bool = False):
         for i in range(t.vlen):
             name_off, type_id, offset = struct.unpack_from("<III", self._types, t.offset + 12 + 12 * i)
             bits = offset & 0xFFFFFF if t.kind_flag else offset
             if name_off:
                 if self._name(name_off) == member:
-                    return bits
+                    if not with_width:
+                        return bits
+                    return bits, (offset >> 24 if t.kind_flag else 0) or self._int_bits(type_id)
                 continue
             inner = self._type(type_id)
             if inner is not None and inner.kind in (KIND_STRUCT, KIND_UNION):
-                found = self._member_bits(inner, member)
+                found = self._member_bits(inner, member, with_width)
                 if found is not None:
-                    return bits + found
+                    return (bits + found[0], found[1]) if with_width else bits + found
         return None
+
+    def _int_bits(self, type_id: int) -> int:
+        """The width of an integer type (through typedefs and qualifiers)."""
+        t = self._skip_qualifiers(self._type(type_id))
+        while t is not None and t.kind == KIND_TYPEDEF:
+            t = self._skip_qualifiers(self._type(t.ref))
+        if t is None or t.kind != KIND_INT:
+            raise BTFError("bitfield of a non-integer type")
+        (info,) = struct.unpack_from("<I", self._types, t.offset + 12)
+        return info & 0xFF
 
     def _type(self, type_id: int) -> BTFType | None:
         return self._by_id[type_id - 1] if 0 < type_id <= len(self._by_id) else None

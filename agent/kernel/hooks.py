@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..decode.layout import HOOK_FD_WALK, HOOK_FENTRY, HOOK_KPROBE, HOOK_RAW_TP, HOOK_TRACEPOINT
+from ..decode.layout import HOOK_BTF_READ, HOOK_FD_WALK, HOOK_FENTRY, HOOK_KPROBE, HOOK_RAW_TP, HOOK_TRACEPOINT
 from . import features, sock_fields
 from .features import Probe
 
@@ -27,6 +27,9 @@ class Method:
     # (raw tracepoint, function) pairs the loader attaches itself: BCC's
     # auto-attach takes one function per raw tracepoint.
     backups: tuple[tuple[str, str], ...] = ()
+    # What the method cannot give on this kernel though it works ({what: why}):
+    # reported with the hook, e.g. a health field this kernel's BTF lacks.
+    limits: Callable[[], dict[str, str]] | None = None
 
     @property
     def covered(self) -> tuple[str, ...]:
@@ -198,6 +201,13 @@ HOOKS: tuple[Hook, ...] = (
              effect="inbound connections keep the listener's owner as their pid",
              then=(_fentry_method("tcp_sendmsg", "tcp_recvmsg", define="HAVE_FIRST_IO"),
                    _kprobe_method("tcp_sendmsg", "tcp_recvmsg", define="HAVE_FIRST_IO"))),
+    # Not an attach point but chosen the same way: reads of a closing
+    # socket's tcp_sock inside the lifecycle program, at BTF offsets.
+    Hook("socket_health", False,
+         (Method("btf_offsets", "tcp_sock at CLOSE (in the lifecycle program), offsets from kernel BTF",
+                 sock_fields.health_probe, {"HAVE_SOCK_HEALTH": HOOK_BTF_READ},
+                 limits=sock_fields.health_unread),),
+         "close records carry no bytes, RTT, MSS, keepalive or nodelay (null)"),
     # Not an attach point but chosen the same way: the ring buffer (5.8+)
     # keeps order across CPUs and has one counted drop point; the perf
     # buffer works everywhere.
@@ -213,10 +223,11 @@ HOOKS: tuple[Hook, ...] = (
 )
 
 # C sources in compile order: maps.c defines the maps and helpers the others use,
-# sockread.c reads sockets and tracepoint records, aggregate.c counts, emit.c
+# sockread.c reads sockets and tracepoint records, health.c a closing
+# socket's bytes, RTT and options, aggregate.c counts, emit.c
 # sends a record and holds the per-socket lifecycle helpers, then one file per
 # concern.
-SOURCES = ("maps.c", "sockread.c", "aggregate.c", "emit.c", "listen.c", "state.c", "errors.c", "syscalls.c", "retransmit.c", "reset.c", "io.c")
+SOURCES = ("maps.c", "sockread.c", "health.c", "aggregate.c", "emit.c", "listen.c", "state.c", "errors.c", "syscalls.c", "retransmit.c", "reset.c", "io.c")
 
 
 def hook(name: str) -> Hook:

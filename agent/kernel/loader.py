@@ -60,7 +60,12 @@ class HookStatus:
             "state": self.state,
             "required": self.hook.required,
             "fallbacks_skipped": [f"{m}: {why}" for m, why in self.tried],
+            **({"limits": limits} if (limits := self.limits()) else {}),
         }
+
+    def limits(self) -> dict[str, str]:
+        """What the active method cannot give on this kernel, and why."""
+        return self.method.limits() if self.method and self.method.limits else {}
 
 
 @dataclass
@@ -255,7 +260,7 @@ class Tracer:
 
     def _on_perf_record(self, _cpu, data, size) -> None:
         # perf pads each raw sample so that it plus its u32 size header is
-        # 8-byte aligned: 144 bytes arrive as 148. Trim only that padding.
+        # 8-byte aligned: 176 bytes arrive as 180. Trim only that padding.
         if layout.RECORD_SIZE <= size < layout.RECORD_SIZE + 8:
             size = layout.RECORD_SIZE
         self._on_record(_cpu, data, size)
@@ -380,6 +385,17 @@ class Tracer:
 
     def hook_choices(self) -> dict[str, dict]:
         return {name: st.as_dict() for name, st in self.statuses.items()}
+
+    def health_unread(self) -> frozenset[str]:
+        """The close record's health fields this agent cannot read: all of
+        them without the socket_health hook, else those BTF lacks."""
+        st = self.statuses.get("socket_health")
+        if st is None or st.method is None:
+            return frozenset(sock_fields.HEALTH_NEEDS)
+        return frozenset(st.limits())
+
+    def kernel_hz(self) -> int:
+        return sock_fields.health()[0].get("HZ", 0)
 
     def seed_listeners(self, listeners) -> int:
         """Writes listeners that predate the agent into the kernel's owner map."""

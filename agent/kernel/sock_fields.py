@@ -45,6 +45,97 @@ FD_WALK: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# A closing connection's health (bpf/health.c): each -D on its own, so a
+# field this kernel's BTF lacks leaves only the record fields that need it
+# null. Each entry lists alternative member paths, first match wins: 6.1
+# keeps sk_flags in struct sock, later kernels in sock_common (skc_flags).
+# tcp_sock starts with inet_connection_sock, inet_sock and sock, so its
+# offsets are from the socket's address too.
+HEALTH: dict[str, tuple[tuple[tuple[str, str], ...], ...]] = {
+    "OFF_TP_BYTES_ACKED": ((("tcp_sock", "bytes_acked"),),),
+    "OFF_TP_BYTES_RECEIVED": ((("tcp_sock", "bytes_received"),),),
+    "OFF_TP_SND_UNA": ((("tcp_sock", "snd_una"),),),
+    "OFF_TP_WRITE_SEQ": ((("tcp_sock", "write_seq"),),),
+    "OFF_TP_SRTT_US": ((("tcp_sock", "srtt_us"),),),
+    # struct minmax rtt_min: s[0].v is the current minimum (win_minmax.h)
+    "OFF_TP_RTT_MIN": ((("tcp_sock", "rtt_min"), ("minmax", "s"), ("minmax_sample", "v")),),
+    "OFF_TP_MSS_CACHE": ((("tcp_sock", "mss_cache"),),),
+    "OFF_TP_KEEPALIVE_TIME": ((("tcp_sock", "keepalive_time"),),),
+    "OFF_SK_FLAGS": ((("sock", "sk_flags"),), (("sock", "__sk_common"), ("sock_common", "skc_flags"))),
+}
+
+# The -D values each health field of a close record needs.
+HEALTH_NEEDS: dict[str, tuple[str, ...]] = {
+    "bytes_sent": ("OFF_TP_BYTES_ACKED", "OFF_TP_SND_UNA", "OFF_TP_WRITE_SEQ"),
+    "bytes_received": ("OFF_TP_BYTES_RECEIVED", "OFF_SK_FLAGS", "SK_FLAG_DONE"),
+    "srtt_us": ("OFF_TP_SRTT_US",),
+    "min_rtt_us": ("OFF_TP_RTT_MIN",),
+    "mss": ("OFF_TP_MSS_CACHE",),
+    "keepalive": ("OFF_SK_FLAGS", "SK_FLAG_KEEPOPEN"),
+    "keepalive_idle_s": ("OFF_TP_KEEPALIVE_TIME", "HZ"),
+    "nodelay": ("OFF_TP_NONAGLE", "NONAGLE_SHIFT"),
+}
+
+
+@cache
+def health() -> tuple[dict[str, int], dict[str, str]]:
+    """The health reads' -D values this kernel's BTF gives, and why each
+    missing one is missing ({-D name: reason})."""
+    found: dict[str, int] = {}
+    missing: dict[str, str] = {}
+    try:
+        btf = BTF.vmlinux()
+    except BTFError as err:
+        return {}, {name: str(err) for needs in HEALTH_NEEDS.values() for name in needs}
+    for name, paths in HEALTH.items():
+        errors = []
+        for path in paths:
+            try:
+                found[name] = sum(btf.member_offset(s, m) for s, m in path)
+                break
+            except BTFError as err:
+                errors.append(str(err))
+        else:
+            missing[name] = "; ".join(errors)
+    for name, flag in (("SK_FLAG_DONE", "SOCK_DONE"), ("SK_FLAG_KEEPOPEN", "SOCK_KEEPOPEN")):
+        try:
+            found[name] = btf.enum_value("sock_flags", flag)
+        except BTFError as err:
+            missing[name] = str(err)
+    try:
+        bit, width = btf.member_bitfield("tcp_sock", "nonagle")
+        if bit % 8 + width > 8:
+            raise BTFError(f"tcp_sock.nonagle spans two bytes (bit {bit}, {width} wide)")
+        found["OFF_TP_NONAGLE"], found["NONAGLE_SHIFT"] = bit // 8, bit % 8
+    except BTFError as err:
+        missing["OFF_TP_NONAGLE"] = missing["NONAGLE_SHIFT"] = str(err)
+    from ..procfs import kernel_hz  # the only non-BTF value: keepalive_time is in jiffies
+
+    hz = kernel_hz()
+    if hz:
+        found["HZ"] = hz
+    else:
+        missing["HZ"] = "the kernel's HZ is unknown (no /proc/config.gz or /boot/config-$(uname -r))"
+    return found, missing
+
+
+def health_unread() -> dict[str, str]:
+    """{close record field: why it is null} for the health fields this kernel's BTF cannot give."""
+    _found, missing = health()
+    out = {}
+    for field, needs in HEALTH_NEEDS.items():
+        why = [f"{n}: {missing[n]}" for n in needs if n in missing]
+        if why:
+            out[field] = "; ".join(why)
+    return out
+
+
+def health_probe() -> Probe:
+    if len(health_unread()) == len(HEALTH_NEEDS):
+        return Probe(False, "no socket health field in kernel BTF: " + "; ".join(sorted(set(health()[1].values()))))
+    return Probe(True)
+
+
 def _resolve(fields: dict[str, tuple[tuple[str, str], ...]]) -> dict[str, int]:
     """{-D name: byte offset} of each member path; BTFError when BTF lacks one."""
     btf = BTF.vmlinux()
@@ -101,4 +192,6 @@ def cflags() -> dict[str, int]:
             out.update(group())
         except BTFError:
             pass
+    found, _missing = health()
+    out.update({k: v for k, v in found.items() if k != "HZ"})
     return out

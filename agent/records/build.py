@@ -29,6 +29,11 @@ CLOSED_BY = {L.CLOSED_BY_NONE: "local", L.CLOSED_BY_LOCAL: "local", L.CLOSED_BY_
 DIRECTION = {L.DIR_OUTBOUND: "outbound", L.DIR_INBOUND: "inbound"}
 FAMILY = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 RECORD_TYPES = {L.EV_CONNECT: "connect", L.EV_ACCEPT: "accept", L.EV_CLOSE: "close"}
+# a close record's socket health, in record order (bpf/health.c)
+HEALTH_FIELDS = ("bytes_sent", "bytes_received", "srtt_us", "min_rtt_us", "mss", "keepalive", "keepalive_idle_s",
+                 "nodelay")
+
+
 def _us(end_ns: int, start_ns: int) -> int | None:
     if not end_ns or not start_ns or end_ns < start_ns:
         return None
@@ -39,8 +44,12 @@ class RecordBuilder:
     """Builds records for one agent: host name and clock are fixed."""
 
     def __init__(self, host: str | None = None, clock: WallClock | None = None, run_id: str | None = None,
-                 connect_on_close: bool = False):
+                 connect_on_close: bool = False, health_unread: frozenset[str] = frozenset(), hz: int = 0):
         self.host = host or socket.gethostname()
+        # a close record's health fields the kernel cannot give (null), and
+        # CONFIG_HZ for keepalive_idle_s (the kernel keeps it in jiffies)
+        self.health_unread = health_unread if hz else health_unread | {"keepalive_idle_s"}
+        self.hz = hz
         # agent.connection_records = "ends": no connect or accept record for a
         # connection that established, so its close says what they said
         self.connect_on_close = connect_on_close
@@ -94,7 +103,28 @@ class RecordBuilder:
             rec["preexisting"] = bool(ev.flags & L.F_PREEXISTING)
             if self.connect_on_close:
                 rec["connect_latency_us"] = _us(ev.established_ns, ev.start_ns)
+            rec.update(self.health(ev))
         return rec
+
+    def health(self, ev: ConnEvent) -> dict:
+        """A close record's socket health fields: null when not read (a
+        connection that never established, or a skipped CLOSE run) or not
+        readable on this kernel."""
+        if not ev.health & L.H_READ:
+            return dict.fromkeys(HEALTH_FIELDS)
+        out = {
+            "bytes_sent": ev.bytes_sent,
+            "bytes_received": ev.bytes_received,
+            "srtt_us": ev.srtt_us,
+            "min_rtt_us": ev.min_rtt_us,
+            "mss": ev.mss,
+            "keepalive": bool(ev.health & L.H_KEEPALIVE),
+            "keepalive_idle_s": ev.keepalive_idle // self.hz if ev.keepalive_idle and self.hz else None,
+            "nodelay": bool(ev.health & L.H_NODELAY),
+        }
+        for name in self.health_unread:
+            out[name] = None
+        return out
 
     def agent_record(self, event: str, **fields) -> dict:
         rec = self.base("agent", self.clock.now(), os.getpid(), "connscope", self_cgroup_id(), "agent")

@@ -21,7 +21,7 @@ import orjson
 from ..decode import layout as L
 from ..decode.events import ConnEvent
 from ..decode.text import ABORTED, addr_text, comm_text, error_name
-from .build import CLOSED_BY, DIRECTION, FAMILY, PID_SOURCES, RECORD_TYPES, RecordBuilder
+from .build import CLOSED_BY, DIRECTION, FAMILY, HEALTH_FIELDS, PID_SOURCES, RECORD_TYPES, RecordBuilder
 
 _CACHE_MAX = 65536  # entries per cache of JSON fragments
 
@@ -44,6 +44,10 @@ class RecordEncoder:
     def __init__(self, builder: RecordBuilder):
         self.clock = builder.clock
         self._connect_on_close = builder.connect_on_close
+        self._builder = builder
+        self._hz = builder.hz
+        self._health_all = not builder.health_unread  # every health field readable: the fast path
+        self._health_null = "".join(f',"{name}":null' for name in HEALTH_FIELDS)
         self._host_run = f'"host":{_json(builder.host)},"run_id":{_json(builder.run_id)},'
         self._who: dict[tuple, str] = {}  # (pid, comm, cgroup, pid source, tid) -> fragment
         self._src: dict[tuple, str] = {}  # (family, local address) -> fragment
@@ -97,12 +101,15 @@ class RecordEncoder:
             L.F_INCOMPLETE, L.F_PREEXISTING, L.F_ABORTED, L.F_SYSCALL_ONLY)
         F_TW_PRE = L.F_TIME_WAIT | L.F_PREEXISTING
         on_close = self._connect_on_close
+        H_READ, H_KEEPALIVE, H_NODELAY = L.H_READ, L.H_KEEPALIVE, L.H_NODELAY
+        health_all, health_null, hz = self._health_all, self._health_null, self._hz
         out = []
         append = out.append
         seq = first_seq - 1
         for ev in events:
-            (ts, start, est, end, _sk, cgroup, pid, tid, saddr, daddr, syn_rtx, synack_rtx, rtx, err, rst_sent,
-             rst_recv, sport, dport, fam, kind, pid_source, direction, closed_by, flags, comm) = ev
+            (ts, start, est, end, _sk, cgroup, sent, received, pid, tid, saddr, daddr, syn_rtx, synack_rtx, rtx, err,
+             rst_sent, rst_recv, srtt, min_rtt, ka_idle, sport, dport, fam, mss, kind, pid_source, direction, closed_by,
+             flags, health, comm) = ev
             seq += 1
             by_type[kind] += 1
             sec, ns = divmod(ts + offset, 1_000_000_000)
@@ -121,6 +128,16 @@ class RecordEncoder:
                 if on_close:
                     extra = ',"connect_latency_us":' + (
                         "null" if not est or not start or est < start else str((est - start) // 1000))
+                if not health & H_READ:
+                    extra += health_null
+                elif health_all:
+                    extra += (f',"bytes_sent":{sent},"bytes_received":{received},"srtt_us":{srtt},'
+                              f'"min_rtt_us":{min_rtt},"mss":{mss},'
+                              f'"keepalive":{"true" if health & H_KEEPALIVE else "false"},'
+                              f'"keepalive_idle_s":{ka_idle // hz if ka_idle else "null"},'
+                              f'"nodelay":{"true" if health & H_NODELAY else "false"}')
+                else:  # a kernel whose BTF lacks some: rare, the builder's way
+                    extra += orjson.dumps(self._builder.health(ev)).decode().replace("{", ",", 1)[:-1]
                 key = (rtx, syn_rtx, synack_rtx, rst_sent, rst_recv, closed_by, err, flags & F_TW_PRE)
                 tail = tails.get(key) or self._close_tail(key)
                 append(f'{head},"direction":"{directions.get(direction, "outbound")}","duration_us":{duration},'

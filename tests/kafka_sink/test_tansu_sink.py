@@ -40,7 +40,8 @@ def conn_events(n: int, pid_base: int = 4000):
     for i in range(n):
         kw = dict(
             ts_ns=2_000_000_000 + i * 1000, start_ns=1_000_000_000, established_ns=1_000_250_000, end_ns=0,
-            skaddr=0xFFFF888000000000 + i, cgroup_id=7, pid=pid_base + i % 5, tid=pid_base + i % 5,
+            skaddr=0xFFFF888000000000 + i, cgroup_id=7, bytes_sent=0, bytes_received=0,
+            srtt_us=0, min_rtt_us=0, keepalive_idle=0, mss=0, health=0, pid=pid_base + i % 5, tid=pid_base + i % 5,
             saddr=v4("127.0.0.1"), daddr=v4("127.0.0.1"), syn_retransmits=0, synack_retransmits=0,
             retransmits=0, resets_sent=0, resets_received=0, sport=30000 + i % 20000, dport=8080 + i % 3,
             family=socket.AF_INET, pid_source=L.PID_SRC_CONNECT, direction=L.DIR_OUTBOUND, closed_by=0,

@@ -76,3 +76,19 @@ def test_raw_tracepoint_arguments_match_bpftool(btf, tracepoint):
     assert m, f"bpftool shows no btf_trace_{tracepoint}"
     want = [re.sub(r"^const ", "", a) for a in m.group(1).split(", ")]  # qualifiers are skipped
     assert btf.raw_tracepoint_args(tracepoint) == want
+
+
+def test_bitfield_offset_and_width_match_bpftool(btf):
+    out = _bpftool_raw("tcp_sock")
+    block = re.search(r"^\[\d+\] STRUCT 'tcp_sock' size=\d+ vlen=\d+\n((?:\t.*\n)+)", out, re.M)
+    m = re.search(r"^\t'nonagle' type_id=\d+ bits_offset=(\d+) bitfield_size=(\d+)", block.group(1), re.M)
+    assert m, "bpftool shows no bitfield tcp_sock.nonagle"
+    assert btf.member_bitfield("tcp_sock", "nonagle") == (int(m.group(1)), int(m.group(2)))
+
+
+def test_enum_value_matches_bpftool(btf):
+    out = _bpftool_raw("sock_flags")
+    block = re.search(r"^\[\d+\] ENUM 'sock_flags' encoding=\w+ size=\d+ vlen=\d+\n((?:\t.*\n)+)", out, re.M)
+    m = re.search(r"^\t'SOCK_KEEPOPEN' val=(\d+)", block.group(1), re.M)
+    assert m, "bpftool shows no SOCK_KEEPOPEN"
+    assert btf.enum_value("sock_flags", "SOCK_KEEPOPEN") == int(m.group(1))

@@ -23,12 +23,18 @@ TIMES = [  # (start, established, end): ordinary, unset, and out of order
     (5_000_000_000, 4_000_000_000, 4_500_000_000)]
 
 
+HEALTH = [  # (health, keepalive idle in jiffies): not read, read, every option on with TCP_KEEPIDLE 75 s at HZ 250
+    (0, 0), (L.H_READ, 0), (L.H_READ | L.H_KEEPALIVE | L.H_NODELAY, 75 * 250)]
+
+
 def variants():
-    for rtype, flags, err, times, comm, fam in itertools.product(
+    for rtype, flags, err, times, comm, fam, (health, idle) in itertools.product(
             (L.EV_CONNECT, L.EV_ACCEPT, L.EV_CLOSE), FLAGS, (0, 111, 110, 4095), TIMES, COMMS,
-            ("v4", "v6", "mapped")):
+            ("v4", "v6", "mapped"), HEALTH):
         start, est, end = times
         kw = dict(type=rtype, flags=flags, err=err, start_ns=start, established_ns=est, end_ns=end, comm=comm,
+                  health=health, keepalive_idle=idle, bytes_sent=err * 1000 + 1, bytes_received=2**40 + err,
+                  srtt_us=err + 31, min_rtt_us=err + 17, mss=65483 - err,
                   ts_ns=7_123_456_789 + err, syn_retransmits=err % 3, retransmits=err % 7, resets_sent=1,
                   pid_source=err % 7, direction=1 + err % 3, closed_by=err % 5, cgroup_id=2**63 + err)
         if fam != "v4":
@@ -36,13 +42,15 @@ def variants():
         yield event(**kw)
 
 
+@pytest.mark.parametrize("unread, hz", [(frozenset(), 250), (frozenset({"min_rtt_us", "nodelay"}), 250),
+                                       (frozenset(), 0)])
 @pytest.mark.parametrize("connect_on_close", [False, True])
 @pytest.mark.parametrize("host", ["h1", 'we%ird "host"\\é'])
-def test_templates_write_what_the_builder_and_orjson_write(host, connect_on_close):
-    builder = RecordBuilder(host=host, connect_on_close=connect_on_close)
+def test_templates_write_what_the_builder_and_orjson_write(host, connect_on_close, unread, hz):
+    builder = RecordBuilder(host=host, connect_on_close=connect_on_close, health_unread=unread, hz=hz)
     encoder = RecordEncoder(builder)
     events = list(variants())
-    assert len(events) > 4000
+    assert len(events) > 12000
     for first in (1, 10**12):
         encoded = encoder.encode(events, first)
         assert len(encoded) == len(events)
@@ -53,17 +61,18 @@ def test_templates_write_what_the_builder_and_orjson_write(host, connect_on_clos
 
 
 def test_every_encoded_variant_validates_against_the_schema():
-    builder = RecordBuilder(host="h1")
+    builder = RecordBuilder(host="h1", hz=250)
     seen = set()
     for ev, data in zip(list(variants()), RecordEncoder(builder).encode(list(variants()), 1)):
         rec = orjson.loads(data)
         key = (rec["type"], rec.get("result"), rec.get("error") is None, rec.get("latency_us") is None,
-               rec.get("duration_us") is None, rec["family"])
+               rec.get("duration_us") is None, rec["family"], rec.get("bytes_sent") is None,
+               rec.get("keepalive_idle_s") is None)
         if key in seen:
             continue
         seen.add(key)
         assert_valid(rec)
-    assert len(seen) == 18  # every combination of the nullable fields the variants reach
+    assert len(seen) == 34  # every combination of the nullable fields the variants reach
 
 
 def test_an_empty_batch_is_empty():
