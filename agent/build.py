@@ -60,7 +60,7 @@ def filters_field(cfg: Config) -> dict:
 
 def summaries(cfg: Config, mode: Mode) -> tuple[WindowAggregator, Diagnoser | None, PortUsage | None]:
     """The window aggregator, its diagnoser and the port use they read."""
-    enricher = Enricher(cfg.agent.cmdline, cfg.agent.sensitive_words)
+    enricher = _enricher(cfg)
     usage = PortUsage() if mode.diagnoses else None
 
     def first_seen(pid: int, cgroup_id: int) -> dict:
@@ -71,6 +71,20 @@ def summaries(cfg: Config, mode: Mode) -> tuple[WindowAggregator, Diagnoser | No
     window = mode.window_s or cfg.agent.window
     agg = WindowAggregator(window, time.monotonic_ns(), thresholds=cfg.window_thresholds(), enrich=first_seen)
     return agg, (Diagnoser(cfg.diagnosis_thresholds()) if mode.diagnoses else None), usage
+
+
+def _enricher(cfg: Config) -> Enricher:
+    return Enricher(cfg.agent.cmdline, cfg.agent.sensitive_words)
+
+
+def socket_watch(cfg: Config, tracer_, usage: PortUsage):
+    """The live socket scan (aggregate/sockets.py) over the namespaces of the
+    processes the port use tracks, its sockets tied to processes by the kernel's state."""
+    from .aggregate.sockets import SocketWatch
+
+    enricher = _enricher(cfg)
+    return SocketWatch(usage.namespaces, tracer_.socket_owners, tracer_.listener_owners, enricher.fields,
+                       cfg.diagnosis_thresholds())
 
 
 def tracer(cfg: Config, mode: Mode):
@@ -85,14 +99,17 @@ def pipeline(cfg: Config, tracer_, sink, mode: Mode):
     from .pipeline import Pipeline
     from .records.build import RecordBuilder
 
-    agg = diagnoser = usage = None
+    agg = diagnoser = usage = watch = None
     if mode.summaries:
         agg, diagnoser, usage = summaries(cfg, mode)
+        if usage is not None and cfg.agent.socket_scan > 0:
+            watch = socket_watch(cfg, tracer_, usage)
     ends = cfg.agent.connection_records == "ends"
     builder = RecordBuilder(connect_on_close=ends, health_unread=tracer_.health_unread(), hz=tracer_.kernel_hz())
     return Pipeline(tracer_, builder, sink, event_filter(cfg),
                     queue_max=cfg.agent.queue_max, aggregator=agg, diagnoser=diagnoser, connections=mode.connections,
-                    port_usage=usage, failures_always=mode.failures_always, fold_after=cfg.agent.failure_records)
+                    port_usage=usage, failures_always=mode.failures_always, fold_after=cfg.agent.failure_records,
+                    socket_watch=watch, socket_scan_s=min(cfg.agent.socket_scan, mode.window_s or cfg.agent.window))
 
 
 def start_fields(tracer_, seeded: int, **extra) -> dict:

@@ -149,7 +149,7 @@ class Pipeline:
     def __init__(self, tracer, builder: RecordBuilder, sink: Sink, event_filter: EventFilter | None = None,
                  queue_max: int = 50_000, aggregator: WindowAggregator | None = None,
                  diagnoser: Diagnoser | None = None, connections: bool = True, port_usage=None,
-                 failures_always: bool = False, fold_after: int = 0):
+                 failures_always: bool = False, fold_after: int = 0, socket_watch=None, socket_scan_s: float = 10.0):
         self.tracer = tracer
         self.builder = builder
         self.emitter = Emitter(sink, builder)
@@ -168,6 +168,10 @@ class Pipeline:
         self.aggregator = aggregator
         self.diagnoser = diagnoser
         self.port_usage = port_usage  # WindowResult -> {(proc, dest): usage}, for port_exhaustion_risk
+        # live sockets (aggregate/sockets.py): idle connections, backlogs, accept queues
+        self.socket_watch = socket_watch
+        self.socket_scan_ns = int(socket_scan_s * 1e9)
+        self._last_scan_ns = 0
         self.stop = threading.Event()
         self.stop_record: dict | None = None  # the last record of a run, once emitted
         self.sink_closed = False
@@ -251,8 +255,18 @@ class Pipeline:
             self._q.put(rec)
         if self.diagnoser is not None:
             usage = self.port_usage(result) if self.port_usage else None
-            for finding in self.diagnoser.evaluate(result, usage):
+            live = None
+            if self.socket_watch is not None:
+                # scanned now too, so that this window's clients' timeouts
+                # meet the accept queues of namespaces noted this window
+                self._scan_sockets(now_ns)
+                live = self.socket_watch.take()
+            for finding in self.diagnoser.evaluate(result, usage, live):
                 self._q.put(diagnosis_record(self.builder, result, finding))
+
+    def _scan_sockets(self, now_ns: int) -> None:
+        self._last_scan_ns = now_ns
+        self.socket_watch.scan()
 
     def _reap(self) -> None:
         now = time.monotonic_ns()
@@ -280,6 +294,8 @@ class Pipeline:
                 if time.monotonic() >= next_reap:
                     self._reap()
                     next_reap = time.monotonic() + self.REAP_S
+                if self.socket_watch is not None and time.monotonic_ns() - self._last_scan_ns >= self.socket_scan_ns:
+                    self._scan_sockets(time.monotonic_ns())
                 if self.aggregator is not None and self.aggregator.due(time.monotonic_ns()):
                     self._check_kernel_losses()
                     self._close_window(time.monotonic_ns())

@@ -27,6 +27,9 @@ class DiagnosisThresholds:
     port_risk_share: float = 0.5  # share of the usable ephemeral range held for one destination
     slow_connect_failure_s: float = 10.0  # a failed connect that waited this long: no connect timeout set
     established_timeouts: int = 1  # established connections ended by ETIMEDOUT per window
+    idle_without_keepalive_s: float = 300.0  # idle this long (a common firewall idle timeout) without keepalive
+    backlog_scans: int = 3  # Recv-Q or Send-Q non-zero on one connection for this many socket scans in a row
+    accept_overflows: int = 1  # ListenOverflows of a namespace between two scans, with a listener's queue full
 
 
 @dataclass(frozen=True)
@@ -165,9 +168,10 @@ class Diagnoser:
         """A reload's new thresholds, for the next evaluation."""
         self.t = thresholds
 
-    def evaluate(self, w: WindowResult, port_usage: dict | None = None) -> list[Finding]:
-        """port_usage: (proc, dest) -> {"used": n, "usable": n, "time_wait": n}, from agent/ports."""
-        now: dict[tuple, Finding] = {}
+    def evaluate(self, w: WindowResult, port_usage: dict | None = None, live=None) -> list[Finding]:
+        """port_usage: (proc, dest) -> {"used": n, "usable": n, "time_wait": n}, from agent/ports; live:
+        the latest socket scan's ScanResult (aggregate/sockets.py)."""
+        now: dict[tuple, Finding] = dict(live.findings) if live is not None else {}
         for proc, p in w.procs.items():
             for dest, d in p.dests.items():
                 if dest[2] != "outbound":
@@ -183,6 +187,8 @@ class Diagnoser:
                     if f:
                         now[(f.kind, proc, dest)] = f
         self._commands(w, now)
+        if live is not None and live.overflowing:
+            self._point_at_accept_queues(now, live.overflowing)
         out = [f for k, f in now.items() if k not in self.active]
         for k, f in self.active.items():
             if k not in now:
@@ -223,6 +229,23 @@ class Diagnoser:
                         ev["processes"] = len(pids[dest])
                         now[(rule.kind, group, dest)] = Finding(rule.kind, rule.severity, "raised", group, dest, ev,
                                                                 rule.hint, "command", names)
+
+    @staticmethod
+    def _point_at_accept_queues(now: dict, overflowing: list) -> None:
+        """Clients' timeouts to a listener whose accept queue overflows are
+        that listener's doing, not a firewall's: their finding says so (and
+        is keyed apart, so one raised before the overflow was seen clears)."""
+        from .sockets import TIMEOUT_TO_ACCEPT_QUEUE_HINT
+
+        for key in [k for k in now if k[0] in ("connect_timeout", "slow_connect_failure")]:
+            f = now[key]
+            daddr, dport, _direction = f.dest
+            for lst, owner in overflowing:
+                if lst.port == dport and (lst.addr == daddr or lst.raw_addr == bytes(16)):
+                    f.hint = TIMEOUT_TO_ACCEPT_QUEUE_HINT
+                    f.evidence["accept_queue_overflow"] = {"pid": owner[0], "comm": owner[1], "port": lst.port}
+                    now[key + ("accept_queue",)] = now.pop(key)
+                    break
 
     def _port_risk(self, proc, dest, d: DestStats, secs: float, usage: dict) -> Finding | None:
         share = usage["used"] / usage["usable"]

@@ -44,6 +44,10 @@ class PortUsage:
             self._ns_of.clear()
         self._ns_of[pid] = ino
 
+    def namespaces(self) -> dict[int, str]:
+        """{netns inode: a path to it} of the processes noted so far."""
+        return {ino: f"/proc/self/fd/{fd}" for ino, fd in self._fds.items()}
+
     def __call__(self, w: WindowResult) -> dict:
         """(proc, dest) -> {"used", "usable", "time_wait"} for outbound destinations."""
         per_ns: dict[int, tuple[dict, int] | None] = {}

@@ -40,6 +40,9 @@ class AgentSection:
         choices=("all", "ends"), reload="restart", default="all")
     window: float = key("summary window length, seconds", minimum=1.0, default=60.0)
     status_interval: float = key("seconds between `agent` status records (0 = none)", minimum=0.0, default=60.0)
+    socket_scan: float = key("seconds between scans of live sockets (sock_diag) for idle connections, queue backlogs "
+                             "and accept queue overflows, at most one window; 0 = no scans", minimum=0.0,
+                             default=10.0)
     cpu_budget: float = key("share of one core the agent's user-space loop may use before it samples "
                             "per-connection records (summaries stay exact)", minimum=0.01, default=0.25)
     failure_records: int = key("failure records per process and destination in one window (on each CPU) "
@@ -91,6 +94,11 @@ _THRESHOLD_HELP = {
                        "for one destination",
     "established_timeouts": "established_timeout: established connections ended by ETIMEDOUT per window",
     "slow_connect_failure_s": "slow_connect_failure: seconds a failed connect waited (no connect timeout set)",
+    "idle_without_keepalive_s": "idle_without_keepalive: seconds an established connection sent and received "
+                                "nothing, acks included (300 = a common firewall idle timeout)",
+    "backlog_scans": "recv_backlog / send_backlog: socket scans in a row with Recv-Q / Send-Q non-zero on one "
+                     "connection",
+    "accept_overflows": "accept_queue_overflow: a namespace's ListenOverflows between two socket scans",
     "short_lifetime_us": "a connection shorter than this (microseconds) counts as short-lived",
 }
 

@@ -378,6 +378,25 @@ class Tracer:
             out.append(raw)
         return out
 
+    def socket_owners(self) -> dict[tuple, tuple[int, bytes, int, int]]:
+        """{(local address, local port, remote address, remote port): (pid,
+        comm, cgroup id, direction)} of the open connections the kernel
+        tracks: what ties a socket sock_diag lists to its process. Addresses
+        are 16 raw bytes (IPv4 in the first 4), as sock_diag gives them."""
+        out = {}
+        for _key, val in self.bpf["socks"].items():
+            if val.flags & layout.F_CLOSING or not val.flags & layout.F_ESTABLISHED:
+                continue
+            out[(bytes(val.saddr), val.sport, bytes(val.daddr), val.dport)] = (
+                val.pid, bytes(val.comm).ljust(16, b"\0"), val.cgroup_id, val.direction)
+        return out
+
+    def listener_owners(self) -> dict[tuple, tuple[int, bytes, int]]:
+        """{(address, port, family): (pid, comm, cgroup id)} of the listening
+        sockets the kernel tracks; a wildcard listener's address is 16 zero bytes."""
+        return {(bytes(k.addr), k.port, k.family): (v.pid, bytes(v.comm).ljust(16, b"\0"), v.cgroup_id)
+                for k, v in self.bpf["listeners"].items()}
+
     def take_aggregates(self) -> tuple[list, list]:
         """The kernel's counts since the last take, raw (kernel/aggmaps.py);
         ([], []) when the programs were loaded without aggregation."""

@@ -37,6 +37,9 @@ def apply(daemon, old: Config, new: Config) -> dict:
     pipe.set_policy(dataclasses.replace(pipe.policy, filter=event_filter(new), connections=new.agent.connections,
                                         fold_after=new.agent.failure_records))
     pipe.diagnoser.retune(new.diagnosis_thresholds())
+    if pipe.socket_watch is not None:
+        pipe.socket_watch.retune(new.diagnosis_thresholds())
+        pipe.socket_scan_ns = int(min(new.agent.socket_scan, new.agent.window) * 1e9) or pipe.socket_scan_ns
     pipe.aggregator.retune(new.agent.window, new.window_thresholds())
     daemon.overload.budget = new.agent.cpu_budget
     daemon.status_interval = new.agent.status_interval

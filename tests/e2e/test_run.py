@@ -167,7 +167,7 @@ def test_bad_configuration_file_is_one_line_and_exit_2(tmp_path):
     assert cp.returncode == 2 and cp.stderr.strip() == (
         f"connscope: {conf}: unknown key agent.windw (fix: keys in [agent] are: output, connections, "
         "connection_records, window, "
-        "status_interval, cpu_budget, failure_records, queue_max, buffer_pages, strict, force_hooks, state_dir, cmdline, "
+        "status_interval, socket_scan, cpu_budget, failure_records, queue_max, buffer_pages, strict, force_hooks, state_dir, cmdline, "
         "sensitive_words, prometheus)")
 
 

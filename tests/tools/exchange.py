@@ -5,7 +5,7 @@
 Run inside a namespace:
   exchange.py server --addr A --port P --expect N --reply M [options]
   exchange.py client --addr A --port P --send N --expect M [options]
-options: --keepalive  --keepidle S  --nodelay  --abort (close with SO_LINGER 0)
+options: --keepalive  --keepidle S  --keepintvl S  --nodelay  --abort (close with SO_LINGER 0)
          --comm NAME
 
 Each side sends its bytes, reads the peer's, waits until everything it sent
@@ -47,6 +47,8 @@ def options(sock: socket.socket, args) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if args.keepidle:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, args.keepidle)
+    if args.keepintvl:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, args.keepintvl)
     if args.nodelay:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -116,6 +118,7 @@ def main() -> None:
     p.add_argument("--reply", type=int, default=0)
     p.add_argument("--keepalive", action="store_true")
     p.add_argument("--keepidle", type=int, default=0)
+    p.add_argument("--keepintvl", type=int, default=0)
     p.add_argument("--nodelay", action="store_true")
     p.add_argument("--abort", action="store_true")
     p.add_argument("--comm", default="cs-exch")
