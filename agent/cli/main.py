@@ -10,6 +10,7 @@ from .. import __version__
 from ..errors import ConnscopeError
 from .check import check
 from .run import run
+from .sockets import sockets
 from .top import top
 from .trace import trace
 
@@ -24,6 +25,7 @@ cli.add_command(trace)
 cli.add_command(check)
 cli.add_command(run)
 cli.add_command(top)
+cli.add_command(sockets)
 
 
 def main(argv: list[str] | None = None) -> None:
