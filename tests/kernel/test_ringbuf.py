@@ -11,11 +11,13 @@ import os
 import pytest
 
 from agent.decode import layout as L
-from agent.decode.events import RECORD
+from agent.decode.events import RECORD, ConnEvent
 from agent.kernel import ringbuf
 from agent.kernel.loader import bpf_dir
 
 from ..agentrun import is_root
+
+_PID_AT = ConnEvent._fields.index("pid")
 
 pytestmark = [
     pytest.mark.skipif(not is_root(), reason="needs root (loads a BPF program)"),
@@ -87,7 +89,7 @@ class Ring:
         out = []
         for rec in self.reader.read(limit):
             assert len(rec) == len(RECORD.unpack(bytes(RECORD.size)))
-            assert rec[6] == 4242  # pid: the fields sit where the layout says
+            assert rec[_PID_AT] == 4242  # pid: the fields sit where the layout says
             out.append(rec[0])
         return out
 
@@ -105,15 +107,15 @@ def ring():
         r.close()
 
 
-STRIDE = 8 + L.RECORD_SIZE  # 152: header + record, already a multiple of 8
-FITS = 4096 // STRIDE  # 26 records in a one-page ring
+STRIDE = 8 + L.RECORD_SIZE  # header + record, already a multiple of 8
+FITS = 4096 // STRIDE  # records in a one-page ring (22 of 184 bytes)
 
 
 def test_records_come_back_in_order_across_wrap_around(ring):
     assert ring.reader.size == 4096
     seen = []
-    # 20 at a time: the third batch starts at byte 6080 - 4096 = 1984 and the
-    # second one (3040..6080) straddles the end of the data pages
+    # 20 at a time (3680 bytes): the second batch (3680..7360) straddles the
+    # end of the data pages
     for _ in range(10):
         ring.write(GOOD, 20)
         seen += ring.numbers()
@@ -123,10 +125,10 @@ def test_records_come_back_in_order_across_wrap_around(ring):
 
 
 def test_a_limit_leaves_the_rest_for_the_next_read(ring):
-    ring.write(GOOD, 25)
+    ring.write(GOOD, 20)
     assert ring.numbers(limit=10) == list(range(1, 11))
-    assert ring.reader.available() == 15 * STRIDE
-    assert ring.numbers() == list(range(11, 26))
+    assert ring.reader.available() == 10 * STRIDE
+    assert ring.numbers() == list(range(11, 21))
 
 
 def test_discarded_records_are_skipped_and_counted(ring):
