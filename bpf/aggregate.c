@@ -135,13 +135,10 @@ static __always_inline void agg_bin(u64 gen, struct agg_bin_key *bk, u8 kind, s3
 			__sync_fetch_and_add(&a->field, (n));              \
 	} while (0)
 
-/* Counts one record into its row; returns the row (for folding) or 0, and
- * in *first whether the record opened its row for this window. */
-static __always_inline struct agg_counts *aggregate(struct conn_record *rec, u8 type, int *first)
+/* The row key of a connection: its process, and its destination (the
+ * remote end outbound, the listening port inbound). */
+static __always_inline void agg_key_of(struct agg_key *k, struct conn_record *rec)
 {
-	u64 gen = knob(KNOB_GEN) & 1;
-	struct agg_bin_key bk = {};
-	struct agg_key *k = &bk.row;
 	k->cgroup_id = rec->cgroup_id;
 	k->pid = rec->pid;
 	k->family = rec->family;
@@ -153,6 +150,27 @@ static __always_inline struct agg_counts *aggregate(struct conn_record *rec, u8 
 		k->port = rec->dport;
 		__builtin_memcpy(k->daddr, rec->daddr, sizeof(k->daddr));
 	}
+}
+
+/* A write of an open connection that Nagle's algorithm holds (nagle.c). */
+static __always_inline void aggregate_nagle_hold(struct conn_record *rec)
+{
+	struct agg_key k = {};
+	int created = 0;
+	agg_key_of(&k, rec);
+	struct agg_counts *a = agg_row(knob(KNOB_GEN) & 1, &k, &created);
+	if (a)
+		__sync_fetch_and_add(&a->nagle_holds, 1);
+}
+
+/* Counts one record into its row; returns the row (for folding) or 0, and
+ * in *first whether the record opened its row for this window. */
+static __always_inline struct agg_counts *aggregate(struct conn_record *rec, u8 type, int *first)
+{
+	u64 gen = knob(KNOB_GEN) & 1;
+	struct agg_bin_key bk = {};
+	struct agg_key *k = &bk.row;
+	agg_key_of(k, rec);
 	struct agg_counts *a = agg_row(gen, k, first);
 	if (!a)
 		return 0;

@@ -144,6 +144,7 @@ struct agg_counts {
 	__u64 failure_wait_max_ns; /* the longest a failed connect waited, start to failure */
 	__u64 bytes_sent;      /* payload of the closes whose socket was read (H_READ) */
 	__u64 bytes_received;
+	__u64 nagle_holds;     /* small writes Nagle's algorithm held back (bpf/nagle.c) */
 };
 
 /* agg_bin_key.kind */

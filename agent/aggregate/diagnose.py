@@ -30,6 +30,7 @@ class DiagnosisThresholds:
     idle_without_keepalive_s: float = 300.0  # idle this long (a common firewall idle timeout) without keepalive
     backlog_scans: int = 3  # Recv-Q or Send-Q non-zero on one connection for this many socket scans in a row
     accept_overflows: int = 1  # ListenOverflows of a namespace between two scans, with a listener's queue full
+    nagle_holds: int = 10  # small writes Nagle's algorithm held back per window, to one destination
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Rule:
     severity: str
     hint: str
     applies: Callable[[DestStats, float, DiagnosisThresholds], dict | None]  # evidence, or None
+    directions: tuple[str, ...] = ("outbound",)  # which destinations it looks at
 
 
 def _churn(d, secs, t):
@@ -105,6 +107,12 @@ def _resets(d, secs, t):
     return None
 
 
+def _nagle(d, secs, t):
+    if d.nagle_holds >= t.nagle_holds:
+        return {"nagle_holds": d.nagle_holds, "nagle_holds_per_s": round(d.nagle_holds / secs, 3)}
+    return None
+
+
 def _retransmits(d, secs, t):
     rate = d.retransmits / secs
     if rate >= t.retransmits_per_s:
@@ -135,6 +143,9 @@ RULES = (
          _resets),
     Rule("retransmit_rate", "info", "packets are lost on the path: congestion, a lossy link or a dropping firewall",
          _retransmits),
+    Rule("nagle_delay", "warning",
+         "small writes wait for the ACK of the previous one (Nagle's algorithm; against a delayed ACK up to 40 ms "
+         "a request): set TCP_NODELAY, or write each request in one call", _nagle, ("outbound", "inbound")),
 )
 
 PORT_RISK_HINT = ("ephemeral ports to this destination are running out (TIME_WAIT holds them): pool connections, "
@@ -174,14 +185,14 @@ class Diagnoser:
         now: dict[tuple, Finding] = dict(live.findings) if live is not None else {}
         for proc, p in w.procs.items():
             for dest, d in p.dests.items():
-                if dest[2] != "outbound":
-                    continue
                 for rule in RULES:
+                    if dest[2] not in rule.directions:
+                        continue
                     ev = rule.applies(d, w.seconds, self.t)
                     if ev is not None:
                         now[(rule.kind, proc, dest)] = Finding(rule.kind, rule.severity, "raised", proc, dest, ev,
                                                                rule.hint)
-                usage = (port_usage or {}).get((proc, dest))
+                usage = (port_usage or {}).get((proc, dest)) if dest[2] == "outbound" else None
                 if usage and usage["usable"]:
                     f = self._port_risk(proc, dest, d, w.seconds, usage)
                     if f:

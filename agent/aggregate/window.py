@@ -44,6 +44,7 @@ class DestStats:
     close_errors: Counter = field(default_factory=Counter)  # errno name -> established connections it ended
     bytes_sent: int = 0  # payload of the closes whose socket was read
     bytes_received: int = 0
+    nagle_holds: int = 0  # small writes Nagle's algorithm held back (bpf/nagle.c)
     latency: object = field(default_factory=sketch.new)
     lifetime: object = field(default_factory=sketch.new)
     rtt: object = field(default_factory=sketch.new)  # smoothed RTT at close, us
@@ -82,7 +83,7 @@ _DEST_SUMS = (
     ("closes", "closes"), ("active_closes", "active_closes"), ("short_lived", "short_lived"),
     ("syn_retransmits", "syn_retransmits"), ("retransmits", "retransmits"), ("resets_sent", "resets_sent"),
     ("resets_received", "resets_received"), ("failure_records_folded", "folded"),
-    ("bytes_sent", "bytes_sent"), ("bytes_received", "bytes_received"),
+    ("bytes_sent", "bytes_sent"), ("bytes_received", "bytes_received"), ("nagle_holds", "nagle_holds"),
 )
 _PROC_SUMS = ("synack_retransmits", "syn_stalled", "connects_untimed")
 
@@ -265,7 +266,7 @@ class WindowResult:
             "connect_failure_wait_max_us": d.failure_wait_max_us if d.connects_failed else None,
             "close_errors": dict(d.close_errors),
             "bytes_sent": d.bytes_sent, "bytes_received": d.bytes_received,
-            "rtt_us": sketch.percentiles(d.rtt),
+            "rtt_us": sketch.percentiles(d.rtt), "nagle_holds": d.nagle_holds,
         }
 
     def summary_fields(self, p: ProcStats) -> dict:
@@ -296,4 +297,5 @@ class WindowResult:
             "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received,
             "rtt_us": sketch.percentiles(p.rtt),
             "rtt_sketch": sketch.to_json(p.rtt),
+            "nagle_holds": p.nagle_holds,
         }

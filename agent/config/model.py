@@ -99,6 +99,7 @@ _THRESHOLD_HELP = {
     "backlog_scans": "recv_backlog / send_backlog: socket scans in a row with Recv-Q / Send-Q non-zero on one "
                      "connection",
     "accept_overflows": "accept_queue_overflow: a namespace's ListenOverflows between two socket scans",
+    "nagle_holds": "nagle_delay: small writes Nagle's algorithm held back per window, to one destination",
     "short_lifetime_us": "a connection shorter than this (microseconds) counts as short-lived",
 }
 

@@ -96,6 +96,7 @@ AGG_COUNT_FIELDS = (
     "connects_ok", "connects_failed", "accepts", "closes", "active_closes", "short_lived", "syn_stalled",
     "connects_untimed", "syn_retransmits", "synack_retransmits", "retransmits", "resets_sent", "resets_received",
     "latency_max_ns", "failure_records", "folded", "failure_wait_max_ns", "bytes_sent", "bytes_received",
+    "nagle_holds",
 )
 
 

@@ -9,7 +9,7 @@ the agent; an optional one is reported as missing (and fails --strict).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..decode.layout import HOOK_BTF_READ, HOOK_FD_WALK, HOOK_FENTRY, HOOK_KPROBE, HOOK_RAW_TP, HOOK_TRACEPOINT
@@ -128,6 +128,11 @@ def _fentry_method(*functions: str, define: str) -> Method:
                   {define: HOOK_FENTRY}, tuple(f"kfunc__vmlinux__{fn}" for fn in functions))
 
 
+def _with_probe(m: Method, also: Callable[[], Probe]) -> Method:
+    """The method, needing `also` to pass too (BTF offsets its C reads)."""
+    return replace(m, probe=lambda: m.probe() and also())
+
+
 def _kprobe_method(*functions: str, define: str) -> Method:
     return Method("kprobe", ", ".join(f"kprobe:{fn}" for fn in functions), features.kprobes,
                   {define: HOOK_KPROBE}, tuple(f"kprobe__{fn}" for fn in functions))
@@ -201,6 +206,18 @@ HOOKS: tuple[Hook, ...] = (
              effect="inbound connections keep the listener's owner as their pid",
              then=(_fentry_method("tcp_sendmsg", "tcp_recvmsg", define="HAVE_FIRST_IO"),
                    _kprobe_method("tcp_sendmsg", "tcp_recvmsg", define="HAVE_FIRST_IO"))),
+    # Small writes Nagle's algorithm holds: every write of a socket passes
+    # here (one BTF read when TCP_NODELAY is set, four more for a small one).
+    # The tracepoint came with 6.6; before it, the function's entry.
+    Hook("nagle", False,
+         (Method("raw_tracepoint", "raw_tp:tcp_sendmsg_locked",
+                 lambda: (sock_fields.nagle_probe(raw=True)
+                          and sock_fields.args_probe("tcp_sendmsg_locked", ("struct sock *", "struct msghdr *"))
+                          and features.raw_tracepoint("tcp_sendmsg_locked")),
+                 {"HAVE_NAGLE": HOOK_RAW_TP}, ("raw_tracepoint__tcp_sendmsg_locked",)),
+          _with_probe(_fentry_method("tcp_sendmsg_locked", define="HAVE_NAGLE"), sock_fields.nagle_probe),
+          _with_probe(_kprobe_method("tcp_sendmsg_locked", define="HAVE_NAGLE"), sock_fields.nagle_probe)),
+         "no nagle_delay diagnosis (nagle_holds stays 0)"),
     # Not an attach point but chosen the same way: reads of a closing
     # socket's tcp_sock inside the lifecycle program, at BTF offsets.
     Hook("socket_health", False,
@@ -227,7 +244,8 @@ HOOKS: tuple[Hook, ...] = (
 # socket's bytes, RTT and options, aggregate.c counts, emit.c
 # sends a record and holds the per-socket lifecycle helpers, then one file per
 # concern.
-SOURCES = ("maps.c", "sockread.c", "health.c", "aggregate.c", "emit.c", "listen.c", "state.c", "errors.c", "syscalls.c", "retransmit.c", "reset.c", "io.c")
+SOURCES = ("maps.c", "sockread.c", "health.c", "aggregate.c", "emit.c", "listen.c", "state.c", "errors.c", "syscalls.c", "retransmit.c", "reset.c", "io.c",
+           "nagle.c")
 
 
 def hook(name: str) -> Hook:

@@ -55,6 +55,10 @@ HEALTH: dict[str, tuple[tuple[tuple[str, str], ...], ...]] = {
     "OFF_TP_BYTES_ACKED": ((("tcp_sock", "bytes_acked"),),),
     "OFF_TP_BYTES_RECEIVED": ((("tcp_sock", "bytes_received"),),),
     "OFF_TP_SND_UNA": ((("tcp_sock", "snd_una"),),),
+    "OFF_TP_SND_NXT": ((("tcp_sock", "snd_nxt"),),),
+    "OFF_TP_SND_SML": ((("tcp_sock", "snd_sml"),),),
+    # what is left of a write at the raw tcp_sendmsg_locked tracepoint (bpf/nagle.c)
+    "OFF_MSG_ITER_COUNT": ((("msghdr", "msg_iter"), ("iov_iter", "count")),),
     "OFF_TP_WRITE_SEQ": ((("tcp_sock", "write_seq"),),),
     "OFF_TP_SRTT_US": ((("tcp_sock", "srtt_us"),),),
     # struct minmax rtt_min: s[0].v is the current minimum (win_minmax.h)
@@ -128,6 +132,17 @@ def health_unread() -> dict[str, str]:
         if why:
             out[field] = "; ".join(why)
     return out
+
+
+# What bpf/nagle.c reads of a socket; its raw tracepoint also OFF_MSG_ITER_COUNT.
+NAGLE_NEEDS = ("OFF_TP_NONAGLE", "NONAGLE_SHIFT", "OFF_TP_MSS_CACHE", "OFF_TP_SND_SML", "OFF_TP_SND_UNA",
+               "OFF_TP_SND_NXT")
+
+
+def nagle_probe(raw: bool = False) -> Probe:
+    missing = health()[1]
+    why = [f"{n}: {missing[n]}" for n in NAGLE_NEEDS + (("OFF_MSG_ITER_COUNT",) if raw else ()) if n in missing]
+    return Probe(False, "tcp_sock fields not in kernel BTF: " + "; ".join(why)) if why else Probe(True)
 
 
 def health_probe() -> Probe:

@@ -19,6 +19,7 @@ EXCHANGE = os.path.join(TESTS_DIR, "tools", "exchange.py")
 SOCKSTATE = os.path.join(TESTS_DIR, "tools", "sockstate.py")
 WINDOW = 2.0
 IDLE_S = 3
+NAGLE_HOLDS = 5
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF pr
 @pytest.fixture(scope="module")
 def scans():
     run = AgentRun("--summary", "--window", str(WINDOW), "--threshold", f"idle_without_keepalive_s={IDLE_S}",
-                   "--threshold", "backlog_scans=2")
+                   "--threshold", "backlog_scans=2", "--threshold", f"nagle_holds={NAGLE_HOLDS}")
     try:
         yield run
         run.stop()
@@ -140,3 +141,41 @@ def test_a_full_accept_queue_is_diagnosed_on_its_owner_and_clients_are_not_told_
             (d["ts"][11:22], d["kind"], d["state"], d["pid"], d["scope"], d["hint"][:12])
             for d in scans.records() if d["type"] == "diagnosis" and d["dport"] == port]
         assert r["evidence"]["accept_queue_overflow"] == {"pid": spid, "comm": "cs-fullsrv", "port": port}, r
+
+
+def _rpc(lab, port, comm, *opts):
+    pair = lab.pair
+    srv = pair.popen(pair.server_ns, [PYTHON, SOCKSTATE, "rpc-server", "--addr", lab.server_addr, "--port",
+                                      str(port), "--bytes", "200", "--comm", "cs-rpcsrv"])
+    wait_json_line(srv, lambda j: j["event"] == "listening", timeout=10)
+    cli = pair.popen(pair.client_ns, [PYTHON, SOCKSTATE, "rpc-client", "--addr", lab.server_addr, "--port",
+                                      str(port), "--bytes", "200", "--requests", "40", "--comm", comm, *opts],
+                     stdin=subprocess.PIPE)
+    pid = wait_json_line(cli, lambda j: j["event"] == "connected", timeout=10)["pid"]
+    latencies = sorted(wait_json_line(cli, lambda j: j["event"] == "done", timeout=60)["latencies_us"])
+    return cli, pid, latencies
+
+
+def test_two_small_writes_then_a_read_is_diagnosed_nagle_delay_and_nodelay_is_not(scans, netpair, peer_cmd):
+    lab = Lab(netpair, peer_cmd, "ipv4")
+    nagle_port, nodelay_port = pick_port(), pick_port()
+    nagle, nagle_pid, slow = _rpc(lab, nagle_port, "cs-nagle")
+    quick, quick_pid, fast = _rpc(lab, nodelay_port, "cs-nodelay", "--nodelay")
+    # the client's own view: with Nagle on, the second write of a request
+    # waits for the server's delayed ACK (40 ms minimum on Linux)
+    assert slow[len(slow) // 2] >= 30_000 and fast[len(fast) // 2] < 20_000, (slow, fast)
+
+    [diag] = scans.wait_for(lambda r: r["type"] == "diagnosis" and r["kind"] == "nagle_delay"
+                            and r["pid"] == nagle_pid, timeout=4 * WINDOW + 10)
+    assert (diag["state"], diag["comm"], diag["daddr"], diag["dport"]) == (
+        "raised", "cs-nagle", lab.server_addr, nagle_port), diag
+    assert diag["evidence"]["nagle_holds"] >= NAGLE_HOLDS and "TCP_NODELAY" in diag["hint"], diag
+    held = sum(r["nagle_holds"] for r in scans.records() if r["type"] == "summary" and r["pid"] == nagle_pid)
+    stalled = sum(1 for us in slow if us >= 30_000)
+    assert held >= stalled, (held, stalled)  # every stalled request had a held write
+    time.sleep(WINDOW)
+    assert _diagnoses(scans, "nagle_delay", pid=quick_pid) == []
+    assert sum(r["nagle_holds"] for r in scans.records() if r["type"] == "summary" and r["pid"] == quick_pid) == 0
+    for proc in (nagle, quick):
+        proc.stdin.write(b"close\n")
+        proc.stdin.flush()

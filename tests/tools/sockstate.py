@@ -11,6 +11,10 @@ Run inside a namespace:
   sockstate.py full-server --addr A --port P --backlog B
       listens with backlog B and never accepts: the accept queue fills and
       the kernel drops further handshakes (TcpExtListenOverflows).
+  sockstate.py rpc-server --addr A --port P --bytes N
+  sockstate.py rpc-client --addr A --port P --bytes N --requests R [--nodelay]
+      R requests of N bytes, each written in two writes, each answered with
+      one reply; the client prints {"event":"done","latencies_us":[...]}.
 Each prints {"event":"listening"|"connected", "pid", "sport"} first.
 """
 
@@ -22,6 +26,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 
 def emit(**fields) -> None:
@@ -70,6 +75,44 @@ def stall_client(args) -> None:
     sock.close()
 
 
+def rpc_server(args) -> None:
+    """Answers each request of two parts (--bytes in all) with one write."""
+    conn, _ = listener(args, 4).accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the replies are not what is measured
+    while True:
+        need = args.bytes
+        while need:
+            chunk = conn.recv(need)
+            if not chunk:
+                conn.close()
+                return
+            need -= len(chunk)
+        conn.sendall(b"r" * 64)
+
+
+def rpc_client(args) -> None:
+    """--requests requests, each written in two small writes, then its reply
+    read; prints each request's latency in us."""
+    sock = socket.socket(socket.AF_INET6 if ":" in args.addr else socket.AF_INET, socket.SOCK_STREAM)
+    if args.nodelay:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.connect((args.addr, args.port))
+    emit(event="connected", pid=os.getpid(), sport=sock.getsockname()[1])
+    half = args.bytes // 2
+    latencies = []
+    for _ in range(args.requests):
+        t0 = time.monotonic_ns()
+        sock.sendall(b"h" * half)
+        sock.sendall(b"b" * (args.bytes - half))
+        need = 64
+        while need:
+            need -= len(sock.recv(need))
+        latencies.append((time.monotonic_ns() - t0) // 1000)
+    emit(event="done", latencies_us=latencies)
+    sys.stdin.readline()
+    sock.close()
+
+
 def full_server(args) -> None:
     lst = listener(args, args.backlog)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
@@ -78,7 +121,8 @@ def full_server(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=("stall-server", "stall-client", "full-server"))
+    p.add_argument("role", choices=("stall-server", "stall-client", "full-server", "rpc-server", "rpc-client"))
+    p.add_argument("--requests", type=int, default=1)
     p.add_argument("--addr", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--bytes", type=int, default=0)
@@ -89,7 +133,8 @@ def main() -> None:
     args = p.parse_args()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT} if args.role == "full-server" else set())
     ctypes.CDLL(None).prctl(15, args.comm.encode()[:15], 0, 0, 0)  # PR_SET_NAME, before any socket
-    {"stall-server": stall_server, "stall-client": stall_client, "full-server": full_server}[args.role](args)
+    {"stall-server": stall_server, "stall-client": stall_client, "full-server": full_server,
+     "rpc-server": rpc_server, "rpc-client": rpc_client}[args.role](args)
 
 
 if __name__ == "__main__":
