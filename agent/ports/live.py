@@ -29,15 +29,14 @@ CONNECTED = sum(1 << s for s in STATES if s not in (6, 7, TCP_LISTEN))
 TIMER_NONE, TIMER_RETRANSMIT, TIMER_KEEPALIVE, TIMER_TIME_WAIT, TIMER_PROBE = 0, 1, 2, 3, 4
 
 # struct tcp_info (uapi linux/tcp.h): the fields read, at their offsets
-_FIELDS = {  # name: (offset, format)
-    "snd_mss": (16, "I"), "unacked": (24, "I"), "last_data_sent": (44, "I"), "last_data_recv": (52, "I"),
-    "last_ack_recv": (56, "I"), "rtt": (68, "I"), "bytes_acked": (120, "Q"), "bytes_received": (128, "Q"),
-    "min_rtt": (148, "I"),
-}
-_INFO_MIN = 152  # tcp_info up to min_rtt (4.10+)
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_PORT = struct.Struct(">H")
+# struct tcp_info (uapi linux/tcp.h) up to tcpi_min_rtt (4.10+): snd_mss @16,
+# unacked @24, last_data_sent @44, last_data_recv @52, last_ack_recv @56,
+# rtt @68, bytes_acked @120, bytes_received @128, min_rtt @148
+_INFO = struct.Struct("<16xI4xI16xI4xII8xI48xQQ12xI")
+# inet_diag_msg from idiag_expires: expires, rqueue, wqueue, uid, inode
+_TAIL = struct.Struct("=IIIII")
+_PORTS = struct.Struct(">HH")
+_KEEPALIVE = {TIMER_NONE: False, TIMER_KEEPALIVE: True}  # else: another timer pending, not known
 _ntop = socket.inet_ntop
 
 
@@ -77,36 +76,24 @@ class Listener(NamedTuple):
 
 
 def _parse_live(data: bytes, offset: int, mlen: int) -> LiveSocket | None:
-    family = data[offset + D.FAMILY]
+    family, state, timer, retrans = data[offset + D.FAMILY:offset + D.FAMILY + 4]
     n = D.ADDR_LEN.get(family)
     if n is None:
         return None
+    sport, dport = _PORTS.unpack_from(data, offset + D.SPORT)
     raw_s = bytes(data[offset + D.SRC:offset + D.SRC + 16])
     raw_d = bytes(data[offset + D.DST:offset + D.DST + 16])
-    timer = data[offset + D.TIMER]
-    expires = _U32.unpack_from(data, offset + D.EXPIRES)[0]
+    expires, rqueue, wqueue, _uid, inode = _TAIL.unpack_from(data, offset + D.EXPIRES)
     info = D.attribute(data, offset, mlen, D.INET_DIAG_INFO)
-    vals: dict = dict.fromkeys(_FIELDS)
-    if info is not None and info[1] >= _INFO_MIN:
-        start = info[0]
-        for name, (off, fmt) in _FIELDS.items():
-            vals[name] = (_U64 if fmt == "Q" else _U32).unpack_from(data, start + off)[0]
-    idle = None
-    if vals["last_data_sent"] is not None:
-        idle = min(vals["last_data_sent"], vals["last_data_recv"], vals["last_ack_recv"])
-    keepalive = {TIMER_NONE: False, TIMER_KEEPALIVE: True}.get(timer)
+    if info is not None and info[1] >= _INFO.size:
+        mss, _unacked, sent, recv, ack, rtt, acked, received, min_rtt = _INFO.unpack_from(data, info[0])
+        idle = min(sent, recv, ack)
+    else:
+        mss = sent = recv = rtt = acked = received = min_rtt = idle = None
     return LiveSocket(
-        family=family, state=STATES.get(data[offset + D.STATE], str(data[offset + D.STATE])),
-        saddr=_ntop(family, raw_s[:n]), sport=_PORT.unpack_from(data, offset + D.SPORT)[0],
-        daddr=_ntop(family, raw_d[:n]), dport=_PORT.unpack_from(data, offset + D.DPORT)[0],
-        raw_saddr=raw_s, raw_daddr=raw_d,
-        recv_q=_U32.unpack_from(data, offset + D.RQUEUE)[0], send_q=_U32.unpack_from(data, offset + D.WQUEUE)[0],
-        keepalive=keepalive, keepalive_in_ms=expires if timer == TIMER_KEEPALIVE else None,
-        retransmits=data[offset + D.RETRANS], inode=_U32.unpack_from(data, offset + D.INODE)[0],
-        rtt_us=vals["rtt"], min_rtt_us=vals["min_rtt"], mss=vals["snd_mss"], bytes_acked=vals["bytes_acked"],
-        bytes_received=vals["bytes_received"], idle_ms=idle, last_send_ms=vals["last_data_sent"],
-        last_recv_ms=vals["last_data_recv"],
-    )
+        family, STATES.get(state) or str(state), _ntop(family, raw_s[:n]), sport, _ntop(family, raw_d[:n]), dport,
+        raw_s, raw_d, rqueue, wqueue, _KEEPALIVE.get(timer), expires if timer == TIMER_KEEPALIVE else None,
+        retrans, inode, rtt, min_rtt, mss, acked, received, idle, sent, recv)
 
 
 def _parse_listener(data: bytes, offset: int, _mlen: int) -> Listener | None:
@@ -115,10 +102,9 @@ def _parse_listener(data: bytes, offset: int, _mlen: int) -> Listener | None:
     if n is None or data[offset + D.STATE] != TCP_LISTEN:
         return None
     raw = bytes(data[offset + D.SRC:offset + D.SRC + 16])
-    return Listener(family=family, addr=_ntop(family, raw[:n]), port=_PORT.unpack_from(data, offset + D.SPORT)[0],
-                    raw_addr=raw, accept_queue=_U32.unpack_from(data, offset + D.RQUEUE)[0],
-                    backlog=_U32.unpack_from(data, offset + D.WQUEUE)[0],
-                    inode=_U32.unpack_from(data, offset + D.INODE)[0])
+    _expires, rqueue, wqueue, _uid, inode = _TAIL.unpack_from(data, offset + D.EXPIRES)
+    return Listener(family=family, addr=_ntop(family, raw[:n]), port=_PORTS.unpack_from(data, offset + D.SPORT)[0],
+                    raw_addr=raw, accept_queue=rqueue, backlog=wqueue, inode=inode)
 
 
 def live_sockets(netns: str | None = None) -> list[LiveSocket]:
