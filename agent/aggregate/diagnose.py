@@ -211,7 +211,10 @@ class Diagnoser:
         """The same rules over every process of one command in one cgroup (a
         unit, a container, a login session), per destination: a script that
         runs one short-lived process per request, or a pre-fork worker pool,
-        churns as a command, never as one pid. Raised only where no single
+        churns as a command, never as one pid. A pre-fork server's listening
+        port too: its accepts are credited to the parent that listens, its
+        workers' reads and writes (and their Nagle holds) to each worker,
+        all under one command and cgroup. Raised only where no single
         process of the command raised the same kind for that destination."""
         groups: dict[tuple[str, int], list] = {}
         for proc, p in w.procs.items():
@@ -223,8 +226,6 @@ class Diagnoser:
             pids: dict[tuple, set] = {}
             for proc, p in members:
                 for dest, d in p.dests.items():
-                    if dest[2] != "outbound":
-                        continue
                     merged.setdefault(dest, DestStats()).merge(d)
                     pids.setdefault(dest, set()).add(proc[0])
             group = (0, comm, cgroup_id)
@@ -233,7 +234,7 @@ class Diagnoser:
                 if len(pids[dest]) < 2:
                     continue
                 for rule in RULES:
-                    if any((rule.kind, proc, dest) in now for proc, _ in members):
+                    if dest[2] not in rule.directions or any((rule.kind, proc, dest) in now for proc, _ in members):
                         continue
                     ev = rule.applies(d, w.seconds, self.t)
                     if ev is not None:

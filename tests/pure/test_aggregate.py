@@ -179,3 +179,23 @@ def test_a_connect_without_handshake_time_is_counted_untimed_not_sketched():
     [r] = _records(agg.close(10 * S))
     assert (r["connects_ok"], r["connects_untimed"]) == (2, 1)
     assert sketch.from_json(r["connect_latency_sketch"]).count == 1
+
+
+def test_a_pre_fork_servers_workers_are_diagnosed_together_on_the_listening_port():
+    """The parent listens (its row has the accepts), each worker writes with
+    Nagle on (its row has holds) under one command and cgroup: no worker
+    alone reaches the threshold, the command does, on the listening port."""
+    from agent.decode.aggregates import KernelRow
+
+    def inbound(pid, **counts):
+        c = dict.fromkeys(L.AGG_COUNT_FIELDS, 0)
+        c.update(counts)
+        return KernelRow(pid=pid, comm="srv", cgroup_id=7, family=socket.AF_INET, direction=L.DIR_INBOUND,
+                         daddr="*", port=8080, counts=c)
+
+    agg = WindowAggregator(10, start_ns=0)
+    agg.add_kernel([inbound(100, accepts=30), inbound(101, nagle_holds=6), inbound(102, nagle_holds=6)])
+    findings = Diagnoser(DiagnosisThresholds(nagle_holds=10)).evaluate(agg.close(10 * S))
+    [f] = [f for f in findings if f.kind == "nagle_delay"]
+    assert (f.scope, f.proc, f.dest) == ("command", (0, "srv", 7), ("*", 8080, "inbound"))
+    assert (f.evidence["nagle_holds"], f.evidence["processes"]) == (12, 3)
