@@ -8,11 +8,10 @@
  *
  * Two generations of maps: the programs write the one knobs[KNOB_GEN]
  * names; at a window's end user space flips the knob and takes the other
- * map whole with BPF_MAP_LOOKUP_AND_DELETE_BATCH (agent/kernel/aggregates.py).
- * A program that read the knob just before the flip can still add to the
- * old generation's row after the take: its count then lands two windows
- * later, not lost; only an add through a pointer to a row being deleted at
- * that instant is (microseconds, once per window).
+ * map whole with BPF_MAP_LOOKUP_AND_DELETE_BATCH (agent/kernel/aggmaps.py),
+ * after a 10 ms grace: a program that read the knob just before the flip
+ * adds to the old generation's row through the pointer it looked up, and
+ * programs run for microseconds, so the take finds those adds done.
  */
 #ifndef AGGREGATE
 #define AGGREGATE 0

@@ -99,7 +99,7 @@ static __always_inline void destroy_raw(struct bpf_raw_tracepoint_args *ctx)
 /* a socket is freed in a task (close()) or in a softirq (the TIME_WAIT
  * timer, a reset) during a close()'s run on the same CPU: the bench
  * measured this as the one loss left at saturation */
-RAW_TRACEPOINT_WITH_BACKUP(tcp_destroy_sock, destroy_raw)
+RAW_TRACEPOINT_WITH_BACKUP(tcp_destroy_sock, destroy_raw, 0)
 #elif HAVE_DESTROY
 TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 {

@@ -312,7 +312,7 @@ static __always_inline void set_state_raw(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* the busiest program, running both in tasks and in softirqs */
-RAW_TRACEPOINT_WITH_BACKUP(inet_sock_set_state, set_state_raw)
+RAW_TRACEPOINT_WITH_BACKUP(inet_sock_set_state, set_state_raw, (ctx->args[1] << 8) | ctx->args[2])
 #elif HAVE_LIFECYCLE
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {

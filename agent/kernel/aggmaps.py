@@ -13,10 +13,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import time
 
 from ..decode import layout
 
 CHUNK = 256  # entries per batch call
+GRACE_S = 0.01  # between the flip and the take: see take()
 
 
 class Knobs:
@@ -80,6 +82,11 @@ class AggMaps:
         ([(AggKey, [AggCounts per CPU])], [(AggBinKey, n)])."""
         old, self.gen = self.gen, self.gen ^ 1
         self.knobs.set(layout.KNOB_GEN, self.gen)
+        # A program that read the knob just before the flip still adds to
+        # the old generation's row through the pointer it looked up; taking
+        # (deleting) that row meanwhile loses the add. Programs run for
+        # microseconds: a grace period before the take lets them finish.
+        time.sleep(GRACE_S)
         rows = list(take_percpu(self.bpf[f"agg_rows{old}"].map_fd, layout.AggKey, layout.AggCounts, self.ncpu))
         bins = [(k, sum(vals))
                 for k, vals in take_percpu(self.bpf[f"agg_bins{old}"].map_fd, layout.AggBinKey, ctypes.c_uint64,

@@ -62,15 +62,16 @@ def test_a_burst_with_the_broker_up_stays_out_of_the_spool(mock_cluster, tmp_pat
     feeder = Feeder(sink, pids=40)
     try:
         wait_for(lambda: sink.stats()["state"] == "delivering", 30, "the sink to connect")
-        peak = 0
         for _ in range(80):
             feeder.write(500)
-            peak = max(peak, sink.stats()["memory_bytes"])
         wait_for(lambda: sink.stats()["acked"] >= 40_000, 60, "40,000 acknowledgements")
         stats = sink.stats()
     finally:
         sink.close()
-    assert peak > 0  # the writer outran the in-flight bound: records waited in memory
+    # the writer outran the in-flight bound: records waited in memory (a
+    # sample after each write could miss it on a machine whose producer
+    # keeps up between writes: the peak cannot)
+    assert stats["memory_peak_bytes"] > 0, stats
     assert (stats["acked"], stats["spooled"], stats["replayed"], stats["dropped"]) == (40_000, 0, 0, 0), stats
     assert stats["spool_bytes"] == 0
     got = check_delivered(mock_cluster, "connscope", PARTITIONS, feeder.sent, validate_every=97)

@@ -136,18 +136,19 @@ def test_destroy_without_close_recovers_addresses_and_errno(tracer, syn_sent, re
             tracer.bpf["early_err"][k]
 
 
-def _set_busy(tracer, value: int) -> None:
-    """Marks the main destroy program as running (or not) on every CPU."""
+def _notes(tracer):
+    """The destroy hook's per-CPU notes (bpf/maps.c backup_notes), and its index."""
     from agent.kernel.loader import bpf_dir
 
     idx = int(re.search(r"#define BUSY_tcp_destroy_sock (\d+)", (bpf_dir() / "maps.c").read_text())[1])
-    busy = tracer.bpf["backup_busy"]
-    busy[busy.Key(idx)] = busy.Leaf(*([value] * len(busy.Leaf())))
+    notes = tracer.bpf["backup_notes"]
+    return notes, notes.Key(idx)
 
 
 def test_destroy_backup_handles_only_runs_the_kernel_skipped(tracer, syn_sent):
-    """The backup program on tcp_destroy_sock handles a destroy only while the
-    main program is busy on that CPU (the run the kernel skips), never twice."""
+    """The backup program on tcp_destroy_sock handles a destroy unless the
+    main program noted that it handled it (a run the kernel skips writes no
+    note), and takes the note: an event is never handled twice."""
     from agent.decode import layout as L
 
     if "backup__tcp_destroy_sock" not in (tracer.statuses["destroy"].method.programs or ()):
@@ -157,15 +158,21 @@ def test_destroy_backup_handles_only_runs_the_kernel_skipped(tracer, syn_sent):
     tracer.poll(100)
     sk, _ = _state_of(tracer, port)
     backup = tracer.bpf.funcs[b"backup__tcp_destroy_sock"]
-
-    assert _test_run_raw_tp(backup.fd, sk) == 0  # main not busy: it is the main one's run
-    assert _state_of(tracer, port)[0] == sk
-
-    _set_busy(tracer, 1)
+    notes, key = _notes(tracer)
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # BPF_PROG_TEST_RUN runs on the caller's CPU: this one's note
     try:
-        assert _test_run_raw_tp(backup.fd, sk) == 0
+        per_cpu = notes[key]
+        per_cpu[cpu].sk[0], per_cpu[cpu].what[0], per_cpu[cpu].next = sk, 0, 1
+        notes[key] = per_cpu
+        assert _test_run_raw_tp(backup.fd, sk) == 0  # noted: the main one's run, left alone
+        assert _state_of(tracer, port)[0] == sk
+        assert sk not in list(notes[key][cpu].sk)  # the note was taken
+
+        assert _test_run_raw_tp(backup.fd, sk) == 0  # no note: a run the kernel skipped
     finally:
-        _set_busy(tracer, 0)
+        os.sched_setaffinity(0, affinity)
     [ev] = _wait_connect(tracer, port)
     assert (ev.family, ev.sport, ev.dport) == (socket.AF_INET, sport, port)
     assert ev.flags & L.F_INCOMPLETE

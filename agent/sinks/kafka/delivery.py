@@ -93,6 +93,7 @@ class Delivery:
         # memory stage: (topics, keys, values, lost flags or None, bytes) per written batch
         self.memory: deque[tuple] = deque()
         self.memory_bytes = 0
+        self.memory_peak_bytes = 0  # the most the memory stage held after a hand-over
         self._held: list[bytes] = []  # `lost` records not even the reserve could hold
         self._probe_at = 0.0
         self._backoff = PROBE_BACKOFF[0]
@@ -358,6 +359,8 @@ class Delivery:
             self._spill()
             return
         self._hand_memory(self.settings.max_in_flight_bytes)
+        # what had to wait for room in flight: how close memory_max_bytes came
+        self.memory_peak_bytes = max(self.memory_peak_bytes, self.memory_bytes)
         if not self.healthy or self.memory_bytes > self.settings.memory_max_bytes:
             self._spill()
 

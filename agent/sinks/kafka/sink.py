@@ -132,6 +132,7 @@ class KafkaSink:
         out.update(
             in_flight_records=d.inflight_records,
             memory_bytes=d.memory_bytes,
+            memory_peak_bytes=d.memory_peak_bytes,
             in_flight_bytes=d.inflight_bytes,
             spool_bytes=d.spool_bytes(),
             state=("closed" if d.closed else "connecting" if d.producer is None
