@@ -172,6 +172,8 @@ class Pipeline:
         self.socket_watch = socket_watch
         self.socket_scan_ns = int(socket_scan_s * 1e9)
         self._last_scan_ns = 0
+        # called with (WindowResult, port usage, findings) at each window's end, on the reader thread
+        self.on_window = None
         self.stop = threading.Event()
         self.stop_record: dict | None = None  # the last record of a run, once emitted
         self.sink_closed = False
@@ -251,18 +253,22 @@ class Pipeline:
         self.aggregator.add_kernel(rows)
         result = self.aggregator.close(now_ns)
         self._set_knobs()  # a reload's thresholds, from the next window on
-        for rec in summary_records(self.builder, result):
+        usage = self.port_usage(result) if self.port_usage else None
+        for rec in summary_records(self.builder, result, usage):
             self._q.put(rec)
+        findings = []
         if self.diagnoser is not None:
-            usage = self.port_usage(result) if self.port_usage else None
             live = None
             if self.socket_watch is not None:
                 # scanned now too, so that this window's clients' timeouts
                 # meet the accept queues of namespaces noted this window
                 self._scan_sockets(now_ns)
                 live = self.socket_watch.take()
-            for finding in self.diagnoser.evaluate(result, usage, live):
+            findings = self.diagnoser.evaluate(result, usage, live)
+            for finding in findings:
                 self._q.put(diagnosis_record(self.builder, result, finding))
+        if self.on_window is not None:  # Prometheus counters (metrics/connections.py)
+            self.on_window(result, usage, findings)
 
     def _scan_sockets(self, now_ns: int) -> None:
         self._last_scan_ns = now_ns

@@ -11,9 +11,11 @@ def _window(builder: RecordBuilder, w: WindowResult) -> dict:
     return {"window_start": builder.clock.rfc3339(w.start_ns), "window_end": builder.clock.rfc3339(w.end_ns)}
 
 
-def summary_records(builder: RecordBuilder, w: WindowResult) -> list[dict]:
+def summary_records(builder: RecordBuilder, w: WindowResult, usage: dict | None = None) -> list[dict]:
     """One `summary` per process active in the window, busiest first, with the
-    names the aggregator took when the process showed up (unit, cmdline...)."""
+    names the aggregator took when the process showed up (unit, cmdline...).
+    `usage` (agent/aggregate/ports.py) gives each outbound destination its
+    TIME_WAIT sockets and usable ports: null where it was not read."""
     out = []
     ts = builder.clock.rfc3339(w.end_ns)
     procs = sorted(w.procs.items(), key=lambda kv: -kv[1].new_connections)
@@ -22,6 +24,10 @@ def summary_records(builder: RecordBuilder, w: WindowResult) -> list[dict]:
         rec.update(_window(builder, w))
         rec.update(p.names)
         rec.update(w.summary_fields(p))
+        for d in rec["top_destinations"]:
+            u = usage.get(((pid, comm, cgroup_id), (d["daddr"], d["dport"], d["direction"]))) if usage else None
+            d["time_wait"] = u["time_wait"] if u else None
+            d["usable_ports"] = u["usable"] if u else None
         out.append(rec)
     return out
 

@@ -281,6 +281,10 @@ def test_port_exhaustion_risk_before_eaddrnotavail_then_exhausted(summaries, net
     ev = risk["evidence"]
     assert ev["time_wait"] - 1 <= ev["time_wait_left_by_process"] <= ev["time_wait"]
     assert exhausted["evidence"]["failures"]["EADDRNOTAVAIL"] >= 1
+    # the summary of that window carries the same port use on its destination
+    summary = next(r for r in _of(summaries, pid) if r["window_end"] == risk["window_end"])
+    dest = next(d for d in summary["top_destinations"] if (d["daddr"], d["dport"]) == (lab.server_addr, port))
+    assert (dest["time_wait"], dest["usable_ports"]) == (ev["time_wait"], 10)
     # raised in a window that ended before the one holding the first EADDRNOTAVAIL
     first_fail = min((r for r in _of(summaries, pid) if r["failures"].get("EADDRNOTAVAIL")),
                      key=lambda r: r["window_end"])
