@@ -19,7 +19,9 @@ _NAMED = {
     "output": "agent.output", "window": "agent.window", "status-interval": "agent.status_interval",
     "cpu-budget": "agent.cpu_budget", "queue-max": "agent.queue_max", "buffer-pages": "agent.buffer_pages",
     "failure-records": "agent.failure_records", "connection-records": "agent.connection_records",
-    "state-dir": "agent.state_dir", "prometheus": "agent.prometheus", "family": "filters.family",
+    "state-dir": "agent.state_dir", "prometheus": "agent.prometheus",
+    "prometheus-destinations": "agent.prometheus_destinations", "prometheus-series": "agent.prometheus_series",
+    "family": "filters.family",
 }
 _MULTI = {"force-hook": "agent.force_hooks", "pid": "filters.pids", "comm": "filters.comms", "port": "filters.ports"}
 _BOOLS = {"connections": "agent.connections", "strict": "agent.strict", "failures": "filters.failures"}

@@ -68,6 +68,12 @@ class AgentSection:
                                      default_factory=list)
     prometheus: str = key("HOST:PORT for a Prometheus endpoint with the agent's counters, empty = off; "
                           "keep it on loopback", reload="restart", default="")
+    prometheus_destinations: int = key("Prometheus connection metrics: destinations per process with their own "
+                                       "series; the rest are summed into destination=\"other\"", minimum=1,
+                                       reload="restart", default=10)
+    prometheus_series: int = key("Prometheus connection metrics: series per metric; rows past it are summed "
+                                 "into one series labelled \"other\" (and counted)", minimum=10,
+                                 reload="restart", default=5000)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""An optional Prometheus endpoint with the same counters as the `agent` status record.
+"""An optional Prometheus endpoint: the `agent` status record's counters and the connection metrics.
 
 Uses prometheus_client's own HTTP server and a custom collector that reads a
 snapshot function at scrape time, so the exported values are exactly the
@@ -66,22 +66,26 @@ def _families(snapshot: dict):
 
 
 class _Collector:
-    def __init__(self, snapshot: Callable[[], dict]):
+    def __init__(self, snapshot: Callable[[], dict], connections=None):
         self.snapshot = snapshot
+        self.connections = connections
 
     def collect(self):
         yield from _families(self.snapshot())
+        if self.connections is not None:
+            yield from self.connections.families()
 
 
 class MetricsServer:
-    """Serves /metrics on `listen` from `snapshot()`; `close()` stops it."""
+    """Serves /metrics on `listen` from `snapshot()`, and the connection
+    metrics (metrics/connections.py) when given; `close()` stops it."""
 
-    def __init__(self, listen: str, snapshot: Callable[[], dict]):
+    def __init__(self, listen: str, snapshot: Callable[[], dict], connections=None):
         from prometheus_client import CollectorRegistry, start_http_server
 
         host, port = parse_listen(listen, "agent.prometheus")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(snapshot))
+        self.registry.register(_Collector(snapshot, connections))
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as err:

@@ -62,8 +62,11 @@ class Daemon:
             self.overload = OverloadControl(pipe, cfg.agent.cpu_budget, now)
             self._next_status = now + self.status_interval if self.status_interval else None
             if cfg.agent.prometheus:
+                from ..metrics.connections import ConnectionMetrics
                 from ..metrics.prometheus import MetricsServer
-                metrics = MetricsServer(cfg.agent.prometheus, self.board.snapshot)
+                connections = ConnectionMetrics(cfg.agent.prometheus_destinations, cfg.agent.prometheus_series)
+                pipe.on_window = connections.add_window
+                metrics = MetricsServer(cfg.agent.prometheus, self.board.snapshot, connections)
             self._install_signals()
             pipe.run(self.duration, tick=self.tick, start_fields=build.start_fields(
                 tracer, seeded, mode="service", connections=cfg.agent.connections, output=cfg.agent.output,

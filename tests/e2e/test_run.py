@@ -168,7 +168,7 @@ def test_bad_configuration_file_is_one_line_and_exit_2(tmp_path):
         f"connscope: {conf}: unknown key agent.windw (fix: keys in [agent] are: output, connections, "
         "connection_records, window, "
         "status_interval, socket_scan, cpu_budget, failure_records, queue_max, buffer_pages, strict, force_hooks, state_dir, cmdline, "
-        "sensitive_words, prometheus)")
+        "sensitive_words, prometheus, prometheus_destinations, prometheus_series)")
 
 
 @pytest.mark.parametrize("text,want", [
