@@ -342,9 +342,9 @@ class Pipeline:
         if take is None:
             return
         losses = take()
-        for count, reason in losses:
+        for count, reason, first, last in losses:
             self.stats.sink_lost[reason] += count
-            self.emitter.emit(self.builder.lost_record(count, "sink", reason))
+            self.emitter.emit(self.builder.lost_record(count, "sink", reason, first, last))
         if losses:
             sink.flush()
 

@@ -26,8 +26,8 @@ class LossReportingSink(Sink, Protocol):
     `lost` record (stage "sink") per entry. Such a sink must accept those
     `lost` records even while it drops others, so the report is delivered."""
 
-    def take_losses(self) -> list[tuple[int, str]]:
-        """(count, reason) of the records dropped since the last call."""
+    def take_losses(self) -> list[tuple[int, str, int | None, int | None]]:
+        """(count, reason, first seq, last seq) of the records dropped since the last call."""
 
 
 def write_out(stream, data) -> None:

@@ -83,8 +83,8 @@ class Feeder:
 
     def flush(self) -> None:
         self.sink.flush()
-        for count, reason in self.sink.take_losses():
-            rec = self.builder.lost_record(count, "sink", reason)
+        for count, reason, first, last in self.sink.take_losses():
+            rec = self.builder.lost_record(count, "sink", reason, first, last)
             self._emit(rec)
             assert_valid(rec)
             self.lost_reports.append(rec)

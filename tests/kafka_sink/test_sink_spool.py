@@ -52,6 +52,8 @@ def test_full_spool_drops_are_reported_exactly_in_a_delivered_lost_record(mock_c
     assert all(r["stage"] == "sink" and r["reason"] == "spool_full" for r in lost)
     assert sum(r["count"] for r in lost) == len(missing) == dropped
     assert all(orjson.loads(feeder.sent[k])["type"] != "lost" for k in missing)
+    # each lost record names the seqs it covers: together they hold every missing one
+    assert all(any(r["seq_first"] <= seq <= r["seq_last"] for r in lost) for _run, seq in missing)
 
 
 _CHILD = textwrap.dedent("""

@@ -81,7 +81,8 @@ class Delivery:
         self.retry = Source("retry", retry, retry.committed, unread=retry.size_bytes > 0)
         self.backlog = Source("backlog", backlog, backlog.committed, unread=backlog.size_bytes > 0)
         self.c = Counters()
-        self.losses: deque[tuple[int, str]] = deque()  # (count, reason), drained by the writer
+        # (count, reason, first seq, last seq or None), drained by the writer
+        self.losses: deque[tuple[int, str, int | None, int | None]] = deque()
         self.last_error: str | None = None
         self.producer = None
         self.healthy = True
@@ -247,7 +248,7 @@ class Delivery:
 
     def _reject(self, exc: BaseException) -> None:
         self.c.rejected += 1
-        self.losses.append((1, "rejected"))
+        self.losses.append((1, "rejected", None, None))
         self.last_error = explain(exc, [], self.settings.bootstrap)
 
     # --- acknowledgements --------------------------------------------------------
@@ -403,10 +404,11 @@ class Delivery:
             self._held = self._held[n:]
         n = 0 if self._held else bl.spool.append_many(values)
         self.c.spooled += n
-        dropped = 0
+        dropped, seqs = 0, []
         for value, is_lost in zip(values[n:], lost[n:]):
             if not is_lost:
                 dropped += 1
+                seqs.append(seq_of(value))
             elif not self._held and bl.spool.append(value, over=RESERVE):
                 self.c.spooled += 1
             else:
@@ -416,7 +418,8 @@ class Delivery:
             self._dirty = True
         if dropped:
             self.c.dropped += dropped
-            self.losses.append((dropped, "spool_full"))
+            known = [q for q in seqs if q is not None]
+            self.losses.append((dropped, "spool_full", min(known, default=None), max(known, default=None)))
             if not self._dropping:
                 self.warn(f"connscope: kafka: the spool is full ({self.settings.spool_max_bytes} bytes): dropping "
                           "records, each counted in a lost record (fix: raise kafka.spool_max_bytes)")
@@ -477,7 +480,7 @@ class Delivery:
         if delta > 0:
             self._corrupt_seen[src.name] = src.spool.corrupt
             self.c.corrupt_skipped += delta
-            self.losses.append((delta, "spool_corrupt"))
+            self.losses.append((delta, "spool_corrupt", None, None))
             self.warn(f"connscope: kafka: skipped the damaged rest of a spool segment in {src.spool.path} "
                       "(its records are lost and counted in a lost record)")
 
@@ -558,3 +561,19 @@ def _duration(seconds: float) -> str:
 
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
+
+
+_SEQ = b'"seq":'
+
+
+def seq_of(value: bytes) -> int | None:
+    """The `seq` of an encoded record (its numbers go into the `lost` record
+    of a drop, so a consumer can tell which gaps the drop explains)."""
+    i = value.find(_SEQ)
+    if i < 0:
+        return None
+    i += len(_SEQ)
+    j = i
+    while j < len(value) and 48 <= value[j] <= 57:
+        j += 1
+    return int(value[i:j]) if j > i else None

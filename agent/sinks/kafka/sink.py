@@ -104,19 +104,24 @@ class KafkaSink:
                     break
                 self._cv.wait(left)
 
-    def take_losses(self) -> list[tuple[int, str]]:
-        """(count, reason) of records dropped since the last call, per reason.
+    def take_losses(self) -> list[tuple[int, str, int | None, int | None]]:
+        """(count, reason, first seq, last seq) of records dropped since the
+        last call, per reason; the seqs are the lowest and highest dropped
+        where known (None otherwise).
 
         Empty while the spool's reserve for `lost` records is nearly used up:
         the counts then wait and go into a later, single report."""
         if self.delivery.reserve_left() < 16 << 10:
             return []
-        total: dict[str, int] = {}
+        total: dict[str, list] = {}
         losses = self.delivery.losses
         while losses:
-            count, reason = losses.popleft()
-            total[reason] = total.get(reason, 0) + count
-        return [(n, reason) for reason, n in total.items()]
+            count, reason, first, last = losses.popleft()
+            t = total.setdefault(reason, [0, first, last])
+            t[0] += count
+            t[1] = _merge(min, t[1], first)
+            t[2] = _merge(max, t[2], last)
+        return [(n, reason, first, last) for reason, (n, first, last) in total.items()]
 
     def close(self) -> None:
         """Flushes within flush_timeout_s, leaves the rest in the spool, fsyncs."""
@@ -228,3 +233,7 @@ class KafkaSink:
                 return
             self._pending_producer = result
             self._cv.notify_all()
+
+
+def _merge(pick, a, b):
+    return b if a is None else a if b is None else pick(a, b)
