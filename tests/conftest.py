@@ -42,7 +42,7 @@ def netpair():
         pair.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def peer_cmd():
     """peer_cmd("client", "--addr", ...) -> argv running tests/tools/peer.py with Debian's python."""
     def build(*args):

@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from ..errors import ConnscopeError
 from .check import check
+from .fleet import fleet
 from .run import run
 from .sockets import sockets
 from .top import top
@@ -26,6 +27,7 @@ cli.add_command(check)
 cli.add_command(run)
 cli.add_command(top)
 cli.add_command(sockets)
+cli.add_command(fleet)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""The consumer side: many hosts' records from Kafka, merged (`connscope fleet`)."""
