@@ -82,6 +82,7 @@ class FleetConsumer:
             for r in batch:
                 self.take(r.value)
             now = time.monotonic()
+            self._close(self.windows.excess())
             if not self.bounded:
                 self._close(self.windows.due(self.windows.watermark, self.lateness_s))
                 if not batch:  # caught up: the wall clock moves the windows on

@@ -7,8 +7,9 @@ one sketch over every host's connects). A process is its command name
 plus its systemd service, when it runs as one: the same service on every
 host is one row, whatever its pids.
 
-Memory is bounded: at most `max_groups` processes per window (the rest
-are summed into "other"), `max_destinations` failing destinations, and
+Memory is bounded: at most `max_open` windows open at once (the oldest is
+reported early), `max_groups` processes per window (the rest are summed
+into "other"), `max_destinations` failing destinations, and
 the host lists of a failing destination keep their count exactly but
 name at most `HOST_NAMES` hosts.
 """
@@ -77,8 +78,10 @@ class Bucket:
 
 
 class FleetWindows:
-    def __init__(self, window_s: float = 60.0, max_groups: int = 10_000, max_destinations: int = 10_000):
+    def __init__(self, window_s: float = 60.0, max_groups: int = 10_000, max_destinations: int = 10_000,
+                 max_open: int = 16):
         self.window_s = window_s
+        self.max_open = max_open
         self.max_groups = max_groups
         self.max_destinations = max_destinations
         self.buckets: dict[int, Bucket] = {}
@@ -178,6 +181,15 @@ class FleetWindows:
         or the wall clock once the consumer has caught up), oldest first."""
         out = [b for b in self.buckets.values() if b.end + lateness <= watermark]
         return self._take(out)
+
+    def excess(self) -> list[Bucket]:
+        """The oldest buckets beyond max_open: a replay of hours keeps its
+        memory bounded, at the cost of counting a summary that comes after
+        its window closed as late."""
+        if len(self.buckets) <= self.max_open:
+            return []
+        ordered = sorted(self.buckets.values(), key=lambda b: b.start)
+        return self._take(ordered[: len(ordered) - self.max_open])
 
     def drain(self) -> list[Bucket]:
         """Every open bucket (the end of the stream)."""

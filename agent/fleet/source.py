@@ -30,11 +30,13 @@ class FleetSource:
         self.topics = topics
         self.since_ms, self.until_ms = since_ms, until_ms
         self.from_beginning = from_beginning
+        self.group = group or None
         self.exit_at_end = exit_at_end or until_ms is not None
         self.ends: dict = {}  # partition -> end offset at assignment
         self.stopped: set = set()  # partitions past --until
         self._assigned = False
         self._started: set = set()
+        self._pending: list = []  # partitions the group assigned, to be set up after the poll
         self._empty = False
         self._seek_pending: list = []
         try:
@@ -49,7 +51,7 @@ class FleetSource:
                              "check --bootstrap (or kafka.bootstrap), the [kafka] TLS/SASL settings, "
                              "and that the brokers are up") from None
         if group:
-            self.consumer.subscribe(topics, listener=_Listener(self))
+            self.consumer.subscribe(topics, listener=_listener(self))
         else:
             self._assign_all()
 
@@ -85,7 +87,7 @@ class FleetSource:
             for tp in tps:
                 at = found.get(tp)
                 self.consumer.seek(tp, at.offset if at is not None else ends[tp])
-        elif self.from_beginning:
+        elif self.from_beginning and not self.group:  # a group's were sought at assignment
             self.consumer.seek_to_beginning(*tps)
         if self.exit_at_end:
             self.ends.update(self.consumer.end_offsets(tps))
@@ -94,6 +96,11 @@ class FleetSource:
     def poll(self, timeout_ms: int = 200) -> list:
         """The next records: kafka-python ConsumerRecords (value, timestamp, partition...)."""
         batch = self.consumer.poll(timeout_ms=timeout_ms)
+        if self._pending:  # assigned by the group during that poll
+            pending, self._pending = self._pending, []
+            if self.since_ms is not None:  # fetched from the committed offset: read again from --since
+                batch = {tp: records for tp, records in batch.items() if tp not in pending}
+            self.assigned(pending)
         out = []
         until = self.until_ms
         for tp, records in batch.items():
@@ -129,15 +136,21 @@ class FleetSource:
             pass
 
 
-class _Listener:
-    """kafka-python's ConsumerRebalanceListener interface."""
+def _listener(source: FleetSource):
+    """A kafka-python ConsumerRebalanceListener that seeks and notes ends on assignment."""
+    from kafka import ConsumerRebalanceListener
 
-    def __init__(self, source: FleetSource):
-        self.source = source
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked) -> None:
+            for tp in revoked:
+                source.ends.pop(tp, None)
 
-    def on_partitions_revoked(self, revoked) -> None:
-        for tp in revoked:
-            self.source.ends.pop(tp, None)
+        def on_partitions_assigned(self, assigned) -> None:
+            # kafka-python runs this inside its network loop: no blocking
+            # calls (end_offsets, offsets_for_times) here, poll() does them
+            fresh = [tp for tp in assigned if tp not in source._started]
+            if fresh and source.from_beginning:
+                source.consumer.seek_to_beginning(*fresh)
+            source._pending += fresh
 
-    def on_partitions_assigned(self, assigned) -> None:
-        self.source.assigned(assigned)
+    return Listener()
