@@ -20,6 +20,9 @@ import time
 
 from ..errors import UsageError
 
+# how long the start waits for a first broker to answer before it gives up with one line
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
 
 class FleetSource:
     def __init__(self, conf: dict, topics: list[str], group: str | None, from_beginning: bool = False,
@@ -44,7 +47,7 @@ class FleetSource:
                 group_id=group or None, enable_auto_commit=bool(group),
                 auto_offset_reset="earliest" if from_beginning or since_ms is not None else "latest",
                 fetch_max_wait_ms=200, max_poll_records=5000, consumer_timeout_ms=1000,
-                request_timeout_ms=30000, **conf)
+                request_timeout_ms=15000, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS, **conf)
         except (KafkaConnectionError, KafkaError) as err:
             brokers = ", ".join(conf.get("bootstrap_servers", []))
             raise UsageError(f"fleet: no Kafka broker answers at {brokers} ({type(err).__name__})",
