@@ -33,6 +33,25 @@ def tracer_options(fn):
     return wrapper
 
 
+def filter_options(fn):
+    """--json and the filters `trace` and `sockets` share: --pid, --comm, --port, -4, -6."""
+    @click.option("--json", "as_json", is_flag=True, help="JSON lines (the default when stdout is not a terminal).")
+    @click.option("--pid", "pids", multiple=True, type=click.IntRange(min=1),
+                  help="Only this process id (repeatable).")
+    @click.option("--comm", "comms", multiple=True, help="Only this command name, exact (repeatable).")
+    @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
+                  help="Only connections with this port at either end (repeatable).")
+    @click.option("-4", "ipv4", is_flag=True, help="Only IPv4.")
+    @click.option("-6", "ipv6", is_flag=True, help="Only IPv6.")
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        if kw["ipv4"] and kw["ipv6"]:
+            raise click.UsageError("-4 and -6 exclude each other; for both families give neither")
+        return fn(*args, **kw)
+
+    return wrapper
+
+
 def tracer_values(force: dict[str, str], strict: bool, buffer_pages: int) -> dict[str, tuple[object, str]]:
     """The tracer flags as configuration values (config/load.py, from_values)."""
     if buffer_pages & (buffer_pages - 1):

@@ -14,6 +14,7 @@ import sys
 import click
 
 from ..aggregate.diagnose import DiagnosisThresholds
+from ..decode.text import endpoint_text
 from ..errors import ConnscopeError
 from ..ports import PortReadError, ephemeral_range
 from ..ports.live import listeners, live_sockets
@@ -21,23 +22,16 @@ from ..ports.owners import namespaces, options
 from ..records.build import RecordBuilder
 from ..records.sockets import socket_record
 from ..sinks.jsonlines import JsonLinesSink
+from .options import filter_options
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="JSON lines (the default when stdout is not a terminal).")
-@click.option("--pid", "pids", multiple=True, type=click.IntRange(min=1), help="Only this process id (repeatable).")
-@click.option("--comm", "comms", multiple=True, help="Only this command name, exact (repeatable).")
-@click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
-              help="Only connections with this port at either end (repeatable).")
-@click.option("-4", "ipv4", is_flag=True, help="Only IPv4.")
-@click.option("-6", "ipv6", is_flag=True, help="Only IPv6.")
+@filter_options
 @click.option("--idle-threshold", type=click.FloatRange(min=0), metavar="SECONDS",
               default=DiagnosisThresholds.idle_without_keepalive_s, show_default=True,
               help="An outbound connection idle this long without keepalive is diagnosed idle_without_keepalive.")
 def sockets(as_json, pids, comms, ports, ipv4, ipv6, idle_threshold) -> None:
     """List the live TCP connections with their process, queues, RTT, bytes, keepalive, nodelay and idle time."""
-    if ipv4 and ipv6:
-        raise click.UsageError("-4 and -6 exclude each other; for both families give neither")
     families = {socket.AF_INET} if ipv4 else {socket.AF_INET6} if ipv6 else set()
     builder = RecordBuilder()
     ts = builder.clock.now()
@@ -80,10 +74,6 @@ def sockets(as_json, pids, comms, ports, ipv4, ipv6, idle_threshold) -> None:
     sink.close()
 
 
-def _endpoint(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
 def _table(records: list[dict]) -> None:
     head = ("PID", "COMM", "STATE", "LOCAL", "PEER", "RECV-Q", "SEND-Q", "RTT", "SENT", "RECEIVED", "KA", "NODELAY",
             "IDLE", "DIAGNOSES")
@@ -91,8 +81,8 @@ def _table(records: list[dict]) -> None:
     for r in records:
         yesno = {True: "yes", False: "no", None: "-"}
         ka = yesno[r["keepalive"]] + (f"/{r['keepalive_idle_s']}s" if r["keepalive_idle_s"] else "")
-        rows.append((str(r["pid"] or "-"), r["comm"] or "-", r["state"], _endpoint(r["saddr"], r["sport"]),
-                     _endpoint(r["daddr"], r["dport"]), str(r["recv_q"]), str(r["send_q"]),
+        rows.append((str(r["pid"] or "-"), r["comm"] or "-", r["state"], endpoint_text(r["saddr"], r["sport"]),
+                     endpoint_text(r["daddr"], r["dport"]), str(r["recv_q"]), str(r["send_q"]),
                      "-" if r["rtt_us"] is None else f"{r['rtt_us'] / 1000:.2f}ms",
                      "-" if r["bytes_acked"] is None else str(r["bytes_acked"]),
                      "-" if r["bytes_received"] is None else str(r["bytes_received"]),

@@ -10,19 +10,13 @@ from .. import build
 from ..config.load import from_values
 from ..sinks.jsonlines import JsonLinesSink
 from ..sinks.table import TableSink
-from .options import parse_thresholds, tracer_options, tracer_values
+from .options import filter_options, parse_thresholds, tracer_options, tracer_values
 from .session import run_session
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="JSON lines (the default when stdout is not a terminal).")
-@click.option("--pid", "pids", multiple=True, type=click.IntRange(min=1), help="Only this process id (repeatable).")
-@click.option("--comm", "comms", multiple=True, help="Only this command name, exact (repeatable).")
-@click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
-              help="Only connections with this port at either end (repeatable).")
+@filter_options
 @click.option("--failures", is_flag=True, help="Only failed attempts and abnormal closes (errno or reset).")
-@click.option("-4", "ipv4", is_flag=True, help="Only IPv4.")
-@click.option("-6", "ipv6", is_flag=True, help="Only IPv6.")
 @click.option("--ends", is_flag=True,
               help="One record per connection end (with its connect latency) and every failed attempt, "
                    "instead of connect, accept and close records.")
@@ -41,7 +35,7 @@ from .session import run_session
 def trace(as_json, pids, comms, ports, failures, ipv4, ipv6, ends, summary, window, thresholds, cmdline,
           sensitive_words, duration, **tracer_kw) -> None:
     """Print one record per connection attempt, accepted connection and close."""
-    _refuse_conflicts(click.get_current_context(), ipv4, ipv6, summary)
+    _refuse_conflicts(click.get_current_context(), summary)
     if comms and any(len(c.encode()) > 15 for c in comms):
         raise click.BadParameter("a comm is at most 15 bytes (the kernel truncates names)", param_hint="--comm")
     cfg = from_values({
@@ -64,10 +58,8 @@ _SUMMARY_ONLY = {"window": "--window", "thresholds": "--threshold", "cmdline": "
                  "sensitive_words": "--sensitive-word"}
 
 
-def _refuse_conflicts(ctx: click.Context, ipv4: bool, ipv6: bool, summary: bool) -> None:
-    """Flags that contradict each other, or that do nothing, are errors (exit 2)."""
-    if ipv4 and ipv6:
-        raise click.UsageError("-4 and -6 exclude each other; for both families give neither")
+def _refuse_conflicts(ctx: click.Context, summary: bool) -> None:
+    """Flags that do nothing without --summary are errors (exit 2)."""
     if not summary:
         for param, flag in _SUMMARY_ONLY.items():
             if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT:

@@ -37,3 +37,8 @@ def comm_text(raw: bytes) -> str:
 def addr_text(family: int, raw: bytes) -> str:
     """format_addr, remembered."""
     return format_addr(family, raw)
+
+
+def endpoint_text(addr: str, port: int) -> str:
+    """'10.0.1.5:5432', '[fd00::2]:443', '*:8080': an address and port as people write them."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

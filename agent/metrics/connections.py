@@ -26,6 +26,7 @@ import threading
 from collections import defaultdict
 
 from ..aggregate.window import DestStats, WindowResult
+from ..decode.text import endpoint_text
 
 # Upper bounds of the connect-latency histogram, in seconds (Prometheus base
 # unit). A bin of the kernel's latency sketch goes to the first bucket its
@@ -62,7 +63,7 @@ def proc_labels(names: dict, comm: str) -> tuple[str, str, str]:
 
 def dest_label(dkey: tuple) -> str:
     daddr, dport, _direction = dkey
-    return f"[{daddr}]:{dport}" if ":" in daddr else f"{daddr}:{dport}"
+    return endpoint_text(daddr, dport)
 
 
 class ConnectionMetrics:

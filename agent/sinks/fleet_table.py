@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from ..decode.text import endpoint_text
 from .base import write_out
 
 _PROC = "{:<16} {:<24} {:>6} {:>9} {:>8} {:>7} {:>9} {:>9} {:>7}"
@@ -19,10 +20,6 @@ MAX_GAPS = 10
 
 def _ms(us):
     return "-" if us is None else f"{us / 1000:.2f}ms"
-
-
-def _dest(daddr, dport) -> str:
-    return f"[{daddr}]:{dport}" if daddr and ":" in daddr else f"{daddr}:{dport}"
 
 
 def window_lines(w: dict, sort: str = "top_by_churn") -> list[str]:
@@ -36,14 +33,14 @@ def window_lines(w: dict, sort: str = "top_by_churn") -> list[str]:
     if w["failing_destinations"]:
         lines += ["", "FAILING DESTINATIONS"]
         for f in w["failing_destinations"]:
-            lines.append(f"  {_dest(f['daddr'], f['dport'])} {f['error']} from {f['hosts']} hosts "
+            lines.append(f"  {endpoint_text(f['daddr'], f['dport'])} {f['error']} from {f['hosts']} hosts "
                          f"({f['attempts']} attempts; {', '.join(f['processes'])})")
     pressure = [p for p in w["port_pressure"] if p["used_share"] or p["diagnoses"]]
     if pressure:
         lines += ["", "PORT PRESSURE (TIME_WAIT / usable ephemeral ports)"]
         for p in pressure:
             share = "-" if p["used_share"] is None else f"{p['used_share'] * 100:.0f}%"
-            lines.append(f"  {p['host']:<24} {share:>5} to {_dest(p['daddr'], p['dport'])} "
+            lines.append(f"  {p['host']:<24} {share:>5} to {endpoint_text(p['daddr'], p['dport'])} "
                          f"{' '.join(p['diagnoses'])}")
     return lines
 

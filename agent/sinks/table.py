@@ -15,11 +15,8 @@ import sys
 import textwrap
 from typing import Callable, TextIO
 
+from ..decode.text import endpoint_text
 from .base import SinkClosed, write_out
-
-
-def _endpoint(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _ms(us: int | None) -> str:
@@ -73,7 +70,7 @@ def _cells(r: dict) -> dict | None:
     else:
         result, lifetime, retr = r["error"] or f"by {r['closed_by']}", _lifetime(r["duration_us"]), r["retransmits"]
     return {"time": r["ts"][11:23], "type": t, "pid": str(r["pid"]), "comm": r["comm"][:15],
-            "local": _endpoint(r["saddr"], r["sport"]), "remote": _endpoint(r["daddr"], r["dport"]),
+            "local": endpoint_text(r["saddr"], r["sport"]), "remote": endpoint_text(r["daddr"], r["dport"]),
             "result": result, "connect": connect, "lifetime": lifetime, "retr": str(retr)}
 
 
