@@ -18,6 +18,25 @@ def read(path: str) -> str | None:
         return None
 
 
+def socket_fds(pid: int) -> list[tuple[int, int]] | None:
+    """(fd, socket inode) of every socket a process holds (its fd links read
+    "socket:[INODE]", the inode sock_diag reports); None when its fds cannot
+    be read (it exited, or no access)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    out = []
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            out.append((int(fd), int(link[8:-1])))
+    return out
+
+
 def cgroup_id(pid: int) -> int:
     """cgroup v2 id of a process: the inode of its cgroup directory, which is
     what bpf_get_current_cgroup_id() returns. 0 when unknown."""

@@ -16,7 +16,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ..procfs import cgroup_id
+from ..procfs import cgroup_id, socket_fds
 from ..procfs import read as _read
 
 LISTEN = "0A"
@@ -56,22 +56,6 @@ def listen_inodes(pid: int) -> dict[int, tuple[int, bytes, int]]:
     return out
 
 
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return inodes
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
 def current_listeners() -> list[Listener]:
     by_netns: dict[str, list[int]] = {}
     for pid in _pids():
@@ -85,7 +69,7 @@ def current_listeners() -> list[Listener]:
         if not sockets:
             continue
         for pid in pids:
-            for inode in _socket_inodes(pid) & sockets.keys():
+            for inode in {ino for _fd, ino in socket_fds(pid) or ()} & sockets.keys():
                 family, addr, port = sockets.pop(inode)
                 comm = (_read(f"/proc/{pid}/comm") or "").strip()[:15]
                 out.append(Listener(family, addr, port, pid, comm, cgroup_id(pid)))

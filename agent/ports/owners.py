@@ -16,6 +16,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from ..procfs import socket_fds
+
 # Syscall numbers past 424 are the same on every architecture (asm-generic).
 _SYS_PIDFD_GETFD = 438
 _libc: ctypes.CDLL | None = None
@@ -45,21 +47,18 @@ def namespaces(pids: set[int] | None = None) -> dict[int, Namespace]:
         pid = int(name)
         try:
             ino = os.stat(f"/proc/{pid}/ns/net").st_ino
-            fds = os.listdir(f"/proc/{pid}/fd")
             with open(f"/proc/{pid}/comm", errors="replace") as f:
                 comm = f.read().rstrip("\n")
         except OSError:
             continue
+        held = socket_fds(pid)
+        if held is None:
+            continue
         ns = out.get(ino)
         if ns is None:
             ns = out[ino] = Namespace(ino, f"/proc/{pid}/ns/net")
-        for fd in fds:
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                ns.sockets.setdefault(int(link[8:-1]), Holder(pid, int(fd), comm))
+        for fd, inode in held:
+            ns.sockets.setdefault(inode, Holder(pid, fd, comm))
     return out
 
 
