@@ -97,6 +97,26 @@ class AgentRun:
                 raise AssertionError(f"{len(found)}/{count} matching records after {timeout}s; last: {tail}")
             time.sleep(0.05)
 
+    def summed(self, pid: int, field: str, want, timeout: float, at_least: bool = False):
+        """A summary field summed over a process's windows (a dict field, such
+        as failures, summed per key), once it equals `want` (or reaches it,
+        with at_least) or `timeout` passed: the windows that could hold the
+        process's last connections have closed. Returns the total for the
+        caller to assert."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = [r[field] for r in self.records() if r["type"] == "summary" and r["pid"] == pid]
+            if rows and isinstance(rows[0], dict):
+                total: object = {}
+                for row in rows:
+                    for k, v in row.items():
+                        total[k] = total.get(k, 0) + v
+            else:
+                total = sum(rows)
+            if total == want or (at_least and total >= want) or time.monotonic() > deadline:
+                return total
+            time.sleep(0.2)
+
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
 

@@ -33,20 +33,8 @@ def _of(run, pid, rtype="summary"):
 
 
 def _total(run, pid, field, want, timeout=3 * WINDOW + 5):
-    """Sums a summary field over a process's windows, waiting for the window
-    that holds its last connections to close; returns the settled total."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if field == "failures":
-            total = {}
-            for r in _of(run, pid):
-                for k, v in r["failures"].items():
-                    total[k] = total.get(k, 0) + v
-        else:
-            total = sum(r[field] for r in _of(run, pid))
-        if total == want or time.monotonic() > deadline:
-            return total
-        time.sleep(0.2)
+    """The settled sum of a summary field over the process's windows."""
+    return run.summed(pid, field, want, timeout)
 
 
 def test_churn_is_diagnosed_with_its_rate_and_a_pool_is_not(summaries, netpair, peer_cmd):

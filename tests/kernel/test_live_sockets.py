@@ -174,12 +174,8 @@ def test_two_small_writes_then_a_read_is_diagnosed_nagle_delay_and_nodelay_is_no
         "raised", "cs-nagle", lab.server_addr, nagle_port), diag
     assert diag["evidence"]["nagle_holds"] >= NAGLE_HOLDS and "TCP_NODELAY" in diag["hint"], diag
     stalled = sum(1 for us in slow if us >= 30_000)
-    deadline = time.monotonic() + 3 * WINDOW + 5  # until the window of the last requests has closed
-    while True:
-        held = sum(r["nagle_holds"] for r in scans.records() if r["type"] == "summary" and r["pid"] == nagle_pid)
-        if held >= stalled or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    # until the window of the last requests has closed
+    held = scans.summed(nagle_pid, "nagle_holds", stalled, timeout=3 * WINDOW + 5, at_least=True)
     assert held >= stalled, (held, stalled)  # every stalled request had a held write
     time.sleep(WINDOW)
     assert _diagnoses(scans, "nagle_delay", pid=quick_pid) == []

@@ -94,26 +94,15 @@ def summaries():
         run.close()
 
 
-def _settled(run, pid, field, want, timeout=12.0):
-    """A summary field summed over the process's windows, once it reaches
-    want or the windows that could hold it have closed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        total = sum(r[field] for r in run.records() if r["type"] == "summary" and r["pid"] == pid)
-        if total == want or time.monotonic() > deadline:
-            return total
-        time.sleep(0.2)
-
-
 def test_summaries_sum_the_bytes_and_give_rtt_percentiles(summaries, netpair, peer_cmd):
     lab = Lab(netpair, peer_cmd, "ipv4")
     port = pick_port()
     cinfo, sinfo = _exchange(lab, port, "graceful", [], [])
     cpid, spid = cinfo["pid"], sinfo["pid"]
-    assert _settled(summaries, cpid, "bytes_sent", SENT) == SENT
-    assert _settled(summaries, cpid, "bytes_received", REPLY) == REPLY
-    assert _settled(summaries, spid, "bytes_sent", REPLY) == REPLY
-    assert _settled(summaries, spid, "bytes_received", SENT) == SENT
+    assert summaries.summed(cpid, "bytes_sent", SENT, timeout=12.0) == SENT
+    assert summaries.summed(cpid, "bytes_received", REPLY, timeout=12.0) == REPLY
+    assert summaries.summed(spid, "bytes_sent", REPLY, timeout=12.0) == REPLY
+    assert summaries.summed(spid, "bytes_received", SENT, timeout=12.0) == SENT
     [crow] = [r for r in summaries.records() if r["type"] == "summary" and r["pid"] == cpid and r["closes"]]
     assert crow["rtt_us"]["p50"] is not None and crow["rtt_sketch"]["mapping"], crow
     [dest] = crow["top_destinations"]
