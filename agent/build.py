@@ -77,13 +77,19 @@ def _enricher(cfg: Config) -> Enricher:
     return Enricher(cfg.agent.cmdline, cfg.agent.sensitive_words)
 
 
-def socket_watch(cfg: Config, tracer_, usage: PortUsage):
+def socket_watch(cfg: Config, tracer_, usage: PortUsage, agg: WindowAggregator):
     """The live socket scan (aggregate/sockets.py) over the namespaces of the
-    processes the port use tracks, its sockets tied to processes by the kernel's state."""
+    processes the port use tracks, its sockets tied to processes by the kernel's
+    state, named as the aggregator named them (or, for a process it has not
+    seen, by the enricher)."""
     from .aggregate.sockets import SocketWatch
 
     enricher = _enricher(cfg)
-    return SocketWatch(usage.namespaces, tracer_.socket_owners, tracer_.listener_owners, enricher.fields,
+
+    def names(proc: tuple) -> dict:
+        return agg.names.get(proc) or enricher.fields(proc[0], proc[2])
+
+    return SocketWatch(usage.namespaces, tracer_.socket_owners, tracer_.listener_owners, names,
                        cfg.diagnosis_thresholds())
 
 
@@ -103,7 +109,7 @@ def pipeline(cfg: Config, tracer_, sink, mode: Mode):
     if mode.summaries:
         agg, diagnoser, usage = summaries(cfg, mode)
         if usage is not None and cfg.agent.socket_scan > 0:
-            watch = socket_watch(cfg, tracer_, usage)
+            watch = socket_watch(cfg, tracer_, usage, agg)
     ends = cfg.agent.connection_records == "ends"
     builder = RecordBuilder(connect_on_close=ends, health_unread=tracer_.health_unread(), hz=tracer_.kernel_hz())
     return Pipeline(tracer_, builder, sink, event_filter(cfg),

@@ -74,18 +74,17 @@ class ScanResult:
 
 class SocketWatch:
     def __init__(self, namespaces: Callable[[], dict[int, str]], owners: Callable[[], dict],
-                 listener_owners: Callable[[], dict], names: Callable[[int, int], dict],
+                 listener_owners: Callable[[], dict], names: Callable[[Proc], dict],
                  thresholds: DiagnosisThresholds | None = None):
         self.namespaces = namespaces  # netns inode -> a path to it (the processes' namespaces)
         self.owners = owners  # Tracer.socket_owners
         self.listener_owners = listener_owners  # Tracer.listener_owners
-        self.names = names  # (pid, cgroup id) -> unit, command line... (the enricher)
+        self.names = names  # proc -> unit, command line... (the aggregator's, else the enricher's)
         self.t = thresholds or DiagnosisThresholds()
         self._streaks: dict[tuple, _Streak] = {}
         self._overflows: dict[int, tuple[int, int]] = {}  # netns inode -> (ListenOverflows, ListenDrops)
         # netns inode -> {(address, port): (overflows, drops) since raised} of the listeners raised
         self._overflowing: dict[int, dict] = {}
-        self._named: dict[Proc, dict] = {}
         self.latest = ScanResult()
         self._since = ScanResult()  # every scan's findings since the last take()
         self.errors = 0
@@ -149,12 +148,8 @@ class SocketWatch:
         key = (kind, proc, dest)
         f = result.findings.get(key)
         if f is None:
-            names = self._named.get(proc)
-            if names is None:
-                names = self._named[proc] = self.names(proc[0], proc[2]) or {}
-                if len(self._named) > 65536:
-                    self._named.clear()
-            f = result.findings[key] = Finding(kind, severity, "raised", proc, dest, {}, hint, names=names)
+            f = result.findings[key] = Finding(kind, severity, "raised", proc, dest, {}, hint,
+                                               names=self.names(proc) or {})
         return f
 
     def _idle(self, result: ScanResult, proc: Proc, dest: tuple, s) -> None:
