@@ -170,7 +170,7 @@ class Pipeline:
         self.port_usage = port_usage  # WindowResult -> {(proc, dest): usage}, for port_exhaustion_risk
         # live sockets (aggregate/sockets.py): idle connections, backlogs, accept queues
         self.socket_watch = socket_watch
-        self.socket_scan_ns = int(socket_scan_s * 1e9)
+        self.socket_scan_ns = int(socket_scan_s * 1e9) or None  # None: no scans (agent.socket_scan = 0)
         self._last_scan_ns = 0
         # called with (WindowResult, port usage, findings) at each window's end, on the reader thread
         self.on_window = None
@@ -259,7 +259,7 @@ class Pipeline:
         findings = []
         if self.diagnoser is not None:
             live = None
-            if self.socket_watch is not None:
+            if self.socket_watch is not None and self.socket_scan_ns is not None:
                 # scanned now too, so that this window's clients' timeouts
                 # meet the accept queues of namespaces noted this window
                 self._scan_sockets(now_ns)
@@ -300,7 +300,8 @@ class Pipeline:
                 if time.monotonic() >= next_reap:
                     self._reap()
                     next_reap = time.monotonic() + self.REAP_S
-                if self.socket_watch is not None and time.monotonic_ns() - self._last_scan_ns >= self.socket_scan_ns:
+                if (self.socket_watch is not None and self.socket_scan_ns is not None
+                        and time.monotonic_ns() - self._last_scan_ns >= self.socket_scan_ns):
                     self._scan_sockets(time.monotonic_ns())
                 if self.aggregator is not None and self.aggregator.due(time.monotonic_ns()):
                     self._check_kernel_losses()

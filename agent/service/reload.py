@@ -39,7 +39,10 @@ def apply(daemon, old: Config, new: Config) -> dict:
     pipe.diagnoser.retune(new.diagnosis_thresholds())
     if pipe.socket_watch is not None:
         pipe.socket_watch.retune(new.diagnosis_thresholds())
-        pipe.socket_scan_ns = int(min(new.agent.socket_scan, new.agent.window) * 1e9) or pipe.socket_scan_ns
+        pipe.socket_scan_ns = int(min(new.agent.socket_scan, new.agent.window) * 1e9) or None  # 0: no scans
+    elif "agent.socket_scan" in changed:  # started with 0: no scanner was made
+        changed.remove("agent.socket_scan")
+        restart.append("agent.socket_scan")
     pipe.aggregator.retune(new.agent.window, new.window_thresholds())
     daemon.overload.budget = new.agent.cpu_budget
     daemon.status_interval = new.agent.status_interval
