@@ -40,6 +40,7 @@ class FleetSource:
         self._assigned = False
         self._started: set = set()
         self._pending: list = []  # partitions the group assigned, to be set up after the poll
+        self._since_reached: set = set()  # partitions whose first record at or after --since came
         self._empty = False
         self._seek_pending: list = []
         try:
@@ -105,8 +106,16 @@ class FleetSource:
                 batch = {tp: records for tp, records in batch.items() if tp not in pending}
             self.assigned(pending)
         out = []
-        until = self.until_ms
+        until, since = self.until_ms, self.since_ms
         for tp, records in batch.items():
+            if since is not None and tp not in self._since_reached:
+                # a broker may answer the time look-up with the start of the batch
+                # that holds it (Tansu does): the records before it are left out
+                first = next((i for i, r in enumerate(records) if r.timestamp >= since), None)
+                if first is None:
+                    continue
+                records = records[first:]
+                self._since_reached.add(tp)
             if until is None:
                 out += records
                 continue

@@ -14,7 +14,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
+from datetime import datetime, timezone
 
 import orjson
 import pytest
@@ -264,3 +266,25 @@ def test_in_a_consumer_group_and_as_a_table(tansu, two_hosts):
     assert cp.returncode == 0, cp.stderr
     assert f"{DB_ADDR}:{DB_PORT} ECONNREFUSED from 2 hosts" in cp.stdout, cp.stdout
     assert "UNEXPLAINED 0 (0 records)" in cp.stdout
+
+
+def test_since_and_until_bound_a_review_by_the_records_kafka_times(tansu):
+    from kafka import KafkaProducer
+
+    topic = unique_topic("fleet-times")
+    tansu.create_topic(topic, PARTITIONS)
+    t0 = int(time.time() * 1000) - 3_600_000  # an hour ago, then ten seconds later
+    p = KafkaProducer(bootstrap_servers=tansu.bootstrap)
+    try:
+        for seq in range(1, 26):
+            p.send(topic, key=b"h", value=orjson.dumps({"type": "close", "host": "h", "run_id": "r", "seq": seq}),
+                   timestamp_ms=t0 if seq <= 10 else t0 + 10_000)
+        p.flush(30)
+    finally:
+        p.close(5)
+    cut = datetime.fromtimestamp((t0 + 5_000) / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    [after] = [r for r in fleet(tansu.bootstrap, topic, "--since", cut) if r["view"] == "stream"]
+    [before] = [r for r in fleet(tansu.bootstrap, topic, "--until", cut) if r["view"] == "stream"]
+    assert (after["consumed"], before["consumed"]) == (15, 10)
+    [hour] = [r for r in fleet(tansu.bootstrap, topic, "--since", "-2h", "--until", "-1s") if r["view"] == "stream"]
+    assert hour["consumed"] == 25 and hour["gaps_unexplained"] == 0
