@@ -35,13 +35,17 @@ PARTITIONS = 2
 HOSTS = (("fleet-host-a", 4, 2), ("fleet-host-b", 6, 3))
 # a fleet window of ~31 years (aligned to the epoch: 2001-09 to 2033-05) holds the whole test
 ONE_WINDOW = "1000000000"
+USABLE_PORTS = 60999 - 32768 + 1  # a new network namespace's ip_local_port_range, none reserved
 SUMMED = ("connects_ok", "connects_failed", "accepts", "closes", "active_closes", "retransmits")
 
 
-def fleet(bootstrap: str, topic: str, *args: str, env: dict | None = None, timeout: float = 120) -> list[dict]:
-    """Runs `connscope fleet` over the whole topic; its records, each schema-checked."""
+def fleet(bootstrap: str, topic: str, *args: str, env: dict | None = None, timeout: float = 120,
+          live: bool = False) -> list[dict]:
+    """Runs `connscope fleet` over the whole topic (live: without --exit-at-end);
+    its records, each schema-checked."""
+    bounded = () if live else ("--exit-at-end",)
     cp = subprocess.run([sys.executable, "-m", "agent", "fleet", "--bootstrap", bootstrap, "--topic", topic,
-                         "--group", "", "--from-beginning", "--exit-at-end", "--json", "--top", "100",
+                         "--group", "", "--from-beginning", *bounded, "--json", "--top", "100",
                          "--stats-interval", "0", "--gap-grace", "0", *args],
                         cwd=REPO, capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
     assert cp.returncode == 0, cp.stderr.decode()
@@ -129,6 +133,10 @@ def test_fleet_windows_add_up_to_each_hosts_own_summaries(tansu, two_hosts):
             hosts_seen.add((p["comm"], p["hosts"]))
     assert merged == own
     assert {comm for comm, _ in hosts_seen} == {f"cs-{n[-6:]}" for n, _, _ in HOSTS}
+    # each host's TIME_WAIT sockets: its client closed first, once per connection
+    pressure = {p["host"]: p for w in out if w["view"] == "window" for p in w["port_pressure"]}
+    assert {h: (p["time_wait"], p["usable_ports"]) for h, p in pressure.items()} == {
+        name: (ok, USABLE_PORTS) for name, ok, _ in HOSTS}
     [stream] = [r for r in out if r["view"] == "stream"]
     assert stream["final"] and stream["agent_hosts"] == 2 and stream["agent_runs"] == 2
     assert stream["consumed"] == len(raw) and stream["duplicates"] == len(raw) - len(by_run(raw))
@@ -235,11 +243,15 @@ def mock_raw(bootstrap: str, topic: str) -> list[dict]:
 
 
 def _settled(bootstrap: str, topic: str) -> bool:
-    """Every run's lost records arrived, and nothing below its newest seq is missing
-    but what they report: the replay is done."""
+    """On every host, the lost records arrived and nothing below its newest seq is
+    missing but what they report: the replays are done."""
     unique = by_run(mock_raw(bootstrap, topic))
-    lost = sum(r["count"] for r in unique.values() if r["type"] == "lost" and r["stage"] == "sink")
-    return lost > 0 and _missing(unique) == lost
+    for name, _ok, _refused in HOSTS:
+        ours = {k: r for k, r in unique.items() if k[0] == name}
+        lost = sum(r["count"] for r in ours.values() if r["type"] == "lost" and r["stage"] == "sink")
+        if not lost or _missing(ours) != lost:
+            return False
+    return True
 
 
 def _missing(unique: dict) -> int:
@@ -250,6 +262,19 @@ def _missing(unique: dict) -> int:
         top[(host, run_id)] = max(top.get((host, run_id), 0), seq)
         count[(host, run_id)] += 1
     return sum(top[k] - count[k] for k in top)
+
+
+def test_live_windows_close_as_the_stream_moves_on(tansu, two_hosts):
+    """Without --exit-at-end windows close by the summaries' own times (and the
+    clock once caught up), not at the end: the same totals come out."""
+    topic, raw = two_hosts
+    own = sum(r["connects_ok"] for r in by_run(raw).values() if r["type"] == "summary")
+    # lateness covers the skew between the two hosts' partitions as they are read
+    out = fleet(tansu.bootstrap, topic, "--window", "1", "--lateness", "5", "--duration", "8", live=True)
+    windows = [r for r in out if r["view"] == "window"]
+    assert sum(p["connects_ok"] for w in windows for p in w["top_by_churn"]) == own
+    [stream] = [r for r in out if r["view"] == "stream"]
+    assert stream["late_summaries"] == 0 and stream["consumed"] == len(raw)
 
 
 def test_in_a_consumer_group_and_as_a_table(tansu, two_hosts):
