@@ -12,13 +12,10 @@ import urllib.request
 
 import pytest
 
-from netlab import pick_port, wait_json_line
+from netlab import pick_port
 
 from ..agentrun import AgentRun, REPO, connscope_argv, is_root, probed_method, skipped_runs
-from ..conftest import PYTHON, TESTS_DIR
 from ..kernel.conftest import Lab
-
-SOCKSTATE = os.path.join(TESTS_DIR, "tools", "sockstate.py")
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (loads eBPF programs)")
 
@@ -146,19 +143,6 @@ def test_sighup_changes_a_filter_live(tmp_path, netpair, peer_cmd):
     assert {r["dport"] for r in conns if r["seq"] > cut} == {p2}
 
 
-def _stalled_pair(lab, port, comm):
-    """A server that reads nothing and a client that fills its Recv-Q; the server's pid."""
-    pair = lab.pair
-    srv = pair.popen(pair.server_ns, [PYTHON, SOCKSTATE, "stall-server", "--addr", lab.server_addr, "--port",
-                                      str(port), "--comm", comm], stdin=subprocess.PIPE)
-    spid = wait_json_line(srv, lambda j: j["event"] == "listening", timeout=10)["pid"]
-    cli = pair.popen(pair.client_ns, [PYTHON, SOCKSTATE, "stall-client", "--addr", lab.server_addr, "--port",
-                                      str(port), "--bytes", str(4 << 20), "--comm", "cs-stallcli"],
-                     stdin=subprocess.PIPE)
-    wait_json_line(cli, lambda j: j["event"] == "connected", timeout=10)
-    return spid
-
-
 def test_sighup_with_socket_scan_0_stops_the_scans(tmp_path, netpair, peer_cmd):
     lab = Lab(netpair, peer_cmd, "ipv4")
     conf = tmp_path / "connscope.toml"
@@ -169,13 +153,13 @@ def test_sighup_with_socket_scan_0_stops_the_scans(tmp_path, netpair, peer_cmd):
         return lambda r: r["type"] == "diagnosis" and r["kind"] == "recv_backlog" and r["pid"] == pid
 
     with start(tmp_path, "--config", str(conf)) as run:
-        first = _stalled_pair(lab, pick_port(), "cs-scan-on")
+        first = lab.stalled_pair(pick_port(), "cs-scan-on", nbytes=4 << 20)[1]
         run.wait_for(backlog(first), timeout=20)  # the scans see a stalled reader
         conf.write_text(scanning.format(0))
         run.proc.send_signal(signal.SIGHUP)
         [reload] = run.wait_for(lambda r: r["type"] == "agent" and r["event"] == "reload")
         assert reload["applied"] == ["agent.socket_scan"], reload
-        second = _stalled_pair(lab, pick_port(), "cs-scan-off")
+        second = lab.stalled_pair(pick_port(), "cs-scan-off", nbytes=4 << 20)[1]
         run.wait_for(lambda r: r["type"] == "summary" and r["pid"] == second, timeout=20)  # it was seen
         # many scans' worth of time (2 in a row raise it at 0.5 s): none ran
         seen = len(run.wait_for(lambda r: r["type"] == "agent" and r["event"] == "status"))

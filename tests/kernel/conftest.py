@@ -2,6 +2,7 @@
 
 import os
 import shlex
+import subprocess
 import threading
 
 import pytest
@@ -9,6 +10,9 @@ import pytest
 from netlab import json_lines, wait_json_line
 
 from ..agentrun import AgentRun, is_root
+from ..conftest import PYTHON, TESTS_DIR
+
+SOCKSTATE = os.path.join(TESTS_DIR, "tools", "sockstate.py")
 
 FAMILIES = ["ipv4", "ipv6"]
 
@@ -58,6 +62,20 @@ class Lab:
         cp = self.pair.run(self.pair.client_ns, self.peer_cmd(
             "client", "--addr", addr or self.server_addr, "--port", port, "--comm", comm, *extra), timeout=timeout)
         return [j for j in json_lines(cp.stdout) if j["event"] == "connect"]
+
+    def stalled_pair(self, port, server_comm="cs-stallsrv", client_comm="cs-stallcli", nbytes=16 << 20):
+        """tools/sockstate.py's stall-server (reads nothing until a line on stdin)
+        and stall-client (sends nbytes): the server's Recv-Q and the client's
+        Send-Q fill. Returns (server, its pid, client, its pid)."""
+        pair = self.pair
+        srv = pair.popen(pair.server_ns, [PYTHON, SOCKSTATE, "stall-server", "--addr", self.server_addr, "--port",
+                                          str(port), "--comm", server_comm], stdin=subprocess.PIPE)
+        spid = wait_json_line(srv, lambda j: j["event"] == "listening", timeout=10)["pid"]
+        cli = pair.popen(pair.client_ns, [PYTHON, SOCKSTATE, "stall-client", "--addr", self.server_addr, "--port",
+                                          str(port), "--bytes", str(nbytes), "--comm", client_comm],
+                         stdin=subprocess.PIPE)
+        cpid = wait_json_line(cli, lambda j: j["event"] == "connected", timeout=10)["pid"]
+        return srv, spid, cli, cpid
 
     def netstat(self, ns, name):
         """A TcpExt counter of one namespace (/proc/net/netstat is per netns)."""

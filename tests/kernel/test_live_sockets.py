@@ -82,14 +82,7 @@ def test_an_idle_pooled_connection_without_keepalive_is_diagnosed_and_one_with_i
 def test_a_reader_that_stops_backs_up_both_queues_until_it_reads(scans, netpair, peer_cmd):
     lab = Lab(netpair, peer_cmd, "ipv4")
     port = pick_port()
-    pair = lab.pair
-    srv = pair.popen(pair.server_ns, [PYTHON, SOCKSTATE, "stall-server", "--addr", lab.server_addr, "--port",
-                                      str(port), "--comm", "cs-stallsrv"], stdin=subprocess.PIPE)
-    spid = wait_json_line(srv, lambda j: j["event"] == "listening", timeout=10)["pid"]
-    cli = pair.popen(pair.client_ns, [PYTHON, SOCKSTATE, "stall-client", "--addr", lab.server_addr, "--port",
-                                      str(port), "--bytes", str(16 << 20), "--comm", "cs-stallcli"],
-                     stdin=subprocess.PIPE)
-    cpid = wait_json_line(cli, lambda j: j["event"] == "connected", timeout=10)["pid"]
+    srv, spid, cli, cpid = lab.stalled_pair(port)
 
     def raised(kind, pid):
         return lambda r: (r["type"] == "diagnosis" and r["kind"] == kind and r["pid"] == pid
