@@ -11,6 +11,7 @@ replay reads partitions unevenly and event time then jumps ahead.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from .merge import FleetWindows
 from .records import FleetRecords
 
 SETTLE_EVERY_S = 1.0
+TROUBLE_AFTER_S = 10.0  # no record for this long, and kafka-python logged trouble: say so on stderr
+TROUBLE_EVERY_S = 60.0
 
 
 @dataclass
@@ -49,6 +52,7 @@ class FleetConsumer:
         self.stats_interval_s = stats_interval_s
         self.bounded = bounded
         self.stats = StreamStats()
+        self.warn = lambda line: print(line, file=sys.stderr, flush=True)
 
     def take(self, value: bytes | None) -> None:
         """One Kafka record's value."""
@@ -76,6 +80,7 @@ class FleetConsumer:
         """Consumes until `stop` is set, `duration` passes or a bounded review ends."""
         t0 = time.monotonic()
         next_settle = t0 + SETTLE_EVERY_S
+        quiet_since, next_trouble, troubled = t0, t0, False
         next_stats = t0 + self.stats_interval_s if self.stats_interval_s else None
         while not stop.is_set():
             batch = self.source.poll(200)
@@ -90,6 +95,17 @@ class FleetConsumer:
             if now >= next_settle:
                 next_settle = now + SETTLE_EVERY_S
                 self._gaps(self.ledger.settle(now))
+            if batch:
+                quiet_since = now
+                if troubled:
+                    troubled = False
+                    self.warn("connscope: fleet: reading again")
+            elif now - quiet_since >= TROUBLE_AFTER_S and now >= next_trouble:
+                next_trouble = now + TROUBLE_EVERY_S
+                line = self.source.trouble_line()
+                if line is not None:  # nothing comes, and kafka-python says why
+                    troubled = True
+                    self.warn(f"connscope: fleet: {line}")
             if next_stats is not None and now >= next_stats:
                 next_stats = now + self.stats_interval_s
                 self.emit(self.records.stream(self.stream_fields(), final=False))

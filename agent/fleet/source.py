@@ -30,6 +30,13 @@ class FleetSource:
         from kafka import KafkaConsumer
         from kafka.errors import KafkaConnectionError, KafkaError
 
+        from ..sinks.kafka.explain import KafkaLog
+
+        # kafka-python's warnings go to a buffer, not stderr; trouble_line() explains them
+        self.log = KafkaLog.install()
+        self.brokers = list(conf.get("bootstrap_servers", []))
+        t0 = time.time()
+
         self.topics = topics
         self.since_ms, self.until_ms = since_ms, until_ms
         self.from_beginning = from_beginning
@@ -50,10 +57,11 @@ class FleetSource:
                 fetch_max_wait_ms=200, max_poll_records=5000, consumer_timeout_ms=1000,
                 request_timeout_ms=15000, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS, **conf)
         except (KafkaConnectionError, KafkaError) as err:
-            brokers = ", ".join(conf.get("bootstrap_servers", []))
-            raise UsageError(f"fleet: no Kafka broker answers at {brokers} ({type(err).__name__})",
-                             "check --bootstrap (or kafka.bootstrap), the [kafka] TLS/SASL settings, "
-                             "and that the brokers are up") from None
+            cause, _, fix = self._explain(err, t0).partition(" (fix: ")
+            raise UsageError(f"fleet: no Kafka broker answers at {', '.join(self.brokers)}: "
+                             f"{cause.removeprefix('kafka: ')}",
+                             fix.rstrip(")") or "check --bootstrap (or kafka.bootstrap)") from None
+        self._trouble_seen = time.time()
         if group:
             self.consumer.subscribe(topics, listener=_listener(self))
         else:
@@ -140,6 +148,21 @@ class FleetSource:
             if self.consumer.position(tp) < end:
                 return False
         return True
+
+    def _explain(self, err, since: float) -> str:
+        from ..sinks.kafka.explain import explain
+        return explain(err, self.log.since(since), self.brokers)
+
+    def trouble_line(self) -> str | None:
+        """What kafka-python complained about since the last call, as one line
+        naming the fix (None when it did not): the consumer only retries and logs."""
+        now = time.time()
+        lines = self.log.since(self._trouble_seen)
+        self._trouble_seen = now
+        if not lines:
+            return None
+        from ..sinks.kafka.explain import explain
+        return explain(None, lines, self.brokers)
 
     def close(self) -> None:
         try:

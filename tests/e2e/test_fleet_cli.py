@@ -12,7 +12,8 @@ def test_a_broker_that_does_not_answer_is_one_line():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cp = run_cli("fleet", "--bootstrap", f"127.0.0.1:{port}", "--exit-at-end", "--config", "/dev/null")
-    assert_one_line_error(cp, 2, f"no Kafka broker answers at 127.0.0.1:{port}", "fix: check --bootstrap")
+    assert_one_line_error(cp, 2, f"no Kafka broker answers at 127.0.0.1:{port}: ", "refused the connection",
+                          "fix: start the broker or correct kafka.bootstrap")
 
 
 @pytest.mark.parametrize("args,needles", [

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from netlab import pick_port
+from netlab import pick_port, wait_json_line
 
 from ..agentrun import REPO, is_root
 from ..fleetlab import DB_ADDR, DB_PORT, FleetHost, wait_until
@@ -313,3 +313,34 @@ def test_since_and_until_bound_a_review_by_the_records_kafka_times(tansu):
     assert (after["consumed"], before["consumed"]) == (15, 10)
     [hour] = [r for r in fleet(tansu.bootstrap, topic, "--since", "-2h", "--until", "-1s") if r["view"] == "stream"]
     assert hour["consumed"] == 25 and hour["gaps_unexplained"] == 0
+
+
+def test_a_broker_that_goes_away_is_one_line_on_stderr(tmp_path):
+    """While it reads live, the brokers stop: kafka-python only retries and
+    logs, and the consumer says what is wrong in one line (at most one a minute)."""
+    from .tansu import TansuBroker
+
+    broker = TansuBroker(str(tmp_path))
+    try:
+        topic = unique_topic("fleet-away")
+        broker.create_topic(topic, 1)
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "fleet", "--bootstrap", broker.bootstrap, "--topic",
+                                 topic, "--group", "", "--json", "--duration", "40", "--stats-interval", "1"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_json_line(proc, lambda r: r["view"] == "stream", 30)  # it is reading
+            broker.stop()
+            err = wait_until(lambda: _stderr_line(proc), 40, "a line on stderr")
+            assert err.startswith("connscope: fleet: kafka: ") and "(fix: " in err, err
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        broker.stop()
+
+
+def _stderr_line(proc) -> str | None:
+    import select
+    if select.select([proc.stderr], [], [], 0)[0]:
+        return proc.stderr.readline().decode().strip() or None
+    return None
