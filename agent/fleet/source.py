@@ -36,7 +36,6 @@ class FleetSource:
         self.log = KafkaLog.install()
         self.brokers = list(conf.get("bootstrap_servers", []))
         t0 = time.time()
-
         self.topics = topics
         self.since_ms, self.until_ms = since_ms, until_ms
         self.from_beginning = from_beginning
@@ -49,7 +48,6 @@ class FleetSource:
         self._pending: list = []  # partitions the group assigned, to be set up after the poll
         self._since_reached: set = set()  # partitions whose first record at or after --since came
         self._empty = False
-        self._seek_pending: list = []
         try:
             self.consumer = KafkaConsumer(
                 group_id=group or None, enable_auto_commit=bool(group),
@@ -60,7 +58,7 @@ class FleetSource:
             cause, _, fix = self._explain(err, t0).partition(" (fix: ")
             raise UsageError(f"fleet: no Kafka broker answers at {', '.join(self.brokers)}: "
                              f"{cause.removeprefix('kafka: ')}",
-                             fix.rstrip(")") or "check --bootstrap (or kafka.bootstrap)") from None
+                             fix[:-1] if fix.endswith(")") else "check --bootstrap (or kafka.bootstrap)") from None
         self._trouble_seen = time.time()
         if group:
             self.consumer.subscribe(topics, listener=_listener(self))

@@ -9,7 +9,6 @@ agents reported (`lost` records).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -238,7 +237,7 @@ def test_an_outage_replays_duplicates_and_a_tiny_spool_drops_records_that_lost_r
 
 
 def mock_raw(bootstrap: str, topic: str) -> list[dict]:
-    from .conftest import API_VERSION, consume_all
+    from .conftest import consume_all
     return [orjson.loads(m.value) for m in consume_all(bootstrap, topic, 4)]
 
 

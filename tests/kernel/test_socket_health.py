@@ -3,7 +3,6 @@ keepalive and Nagle options, checked against the test's own TCP_INFO."""
 
 import os
 import subprocess
-import time
 
 import pytest
 
