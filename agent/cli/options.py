@@ -22,7 +22,8 @@ def _parse_force(_ctx, _param, values) -> dict[str, str]:
 
 def tracer_options(fn):
     @click.option("--force-hook", "force", multiple=True, callback=_parse_force, metavar="HOOK=METHOD",
-                  help="Use this method for a hook instead of probing (e.g. event_buffer=perf).")
+                  help="Use this method for a hook instead of probing (e.g. event_buffer=perf), "
+                       "or leave an optional hook out (nagle=off).")
     @click.option("--strict", is_flag=True, help="Fail when an optional hook cannot attach.")
     @click.option("--buffer-pages", type=click.IntRange(min=1), default=2048, show_default=True,
                   help="Ring buffer size in 4 KiB pages (a power of two).")

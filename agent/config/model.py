@@ -55,7 +55,8 @@ class AgentSection:
     buffer_pages: int = key("kernel ring buffer size in 4 KiB pages, a power of two",
                             minimum=1, reload="restart", default=2048)
     strict: bool = key("fail at start when an optional hook cannot attach", reload="restart", default=False)
-    force_hooks: list[str] = key("HOOK=METHOD pairs that override probing, e.g. event_buffer=perf",
+    force_hooks: list[str] = key("HOOK=METHOD pairs that override probing, e.g. event_buffer=perf; "
+                                 "HOOK=off leaves an optional hook out, e.g. nagle=off",
                                  reload="restart", default_factory=list)
     state_dir: str = key("directory for state that outlives a restart (the Kafka spool)",
                          reload="restart", default="/var/lib/connscope")

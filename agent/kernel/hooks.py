@@ -255,17 +255,27 @@ def hook(name: str) -> Hook:
     raise KeyError(name)
 
 
+# Leaves an optional hook out (its cost, e.g. nagle's per write on a busy proxy):
+# `--force-hook nagle=off`. A required hook cannot be turned off.
+OFF = "off"
+
+
+def _choices(h: Hook) -> list[str]:
+    return [m.name for m in h.methods] + ([] if h.required else [OFF])
+
+
 def force_choices() -> str:
     """What --force-hook / agent.force_hooks accept, for error messages."""
-    return "; ".join(f"{h.name}={'|'.join(m.name for m in h.methods)}" for h in HOOKS if len(h.methods) > 1)
+    return "; ".join(f"{h.name}={'|'.join(_choices(h))}" for h in HOOKS if len(_choices(h)) > 1)
 
 
 def parse_force(pairs) -> dict[str, str]:
-    """HOOK=METHOD pairs -> {hook: method}; ValueError(the pair) for one naming no hook's method."""
+    """HOOK=METHOD pairs -> {hook: method}; ValueError(the pair) for one naming no
+    hook's method (or `off` for a required hook)."""
     out = {}
     for pair in pairs:
         name, sep, method = pair.partition("=")
-        if not sep or method not in [m.name for h in HOOKS if h.name == name for m in h.methods]:
+        if not sep or method not in [c for h in HOOKS if h.name == name for c in _choices(h)]:
             raise ValueError(pair)
         out[name] = method
     return out

@@ -24,7 +24,7 @@ from ..errors import ConnscopeError, KernelFeatureError
 from . import culprit, features, privileges, ringbuf, sock_fields
 from .aggmaps import AggMaps, Knobs
 from .btf import BTF
-from .hooks import HOOKS, SOURCES, Hook, Method
+from .hooks import HOOKS, OFF, SOURCES, Hook, Method
 
 try:  # Debian's python3-bpfcc; the PyPI package named "bcc" is not BCC
     from bcc import BPF
@@ -48,10 +48,11 @@ class HookStatus:
     hook: Hook
     method: Method | None = None
     tried: list[tuple[str, str]] = field(default_factory=list)  # (method, why not)
+    off: bool = False  # turned off by agent.force_hooks (HOOK=off)
 
     @property
     def state(self) -> str:
-        return "active" if self.method else "missing"
+        return "active" if self.method else "off" if self.off else "missing"
 
     def as_dict(self) -> dict:
         return {
@@ -139,6 +140,7 @@ class Tracer:
         for name, method in self.opts.force.items():
             st = self.statuses[name]
             st.tried += [(m.name, f"skipped: --force {name}={method}") for m in st.hook.methods if m.name != method]
+            st.off = method == OFF
         self.pending: list[ConnEvent] = []
         self.malformed = 0
         self.perf_lost = 0
@@ -240,7 +242,7 @@ class Tracer:
 
     def _require(self) -> None:
         for st in self.statuses.values():
-            if st.method is None and (st.hook.required or self.opts.strict):
+            if st.method is None and not st.off and (st.hook.required or self.opts.strict):
                 why = "; ".join(f"{m}: {r}" for m, r in st.tried) or "no method"
                 raise KernelFeatureError(f"hook {st.hook.name} cannot attach ({why})",
                                          "see `connscope check` and KERNEL-FACTS in the README")

@@ -42,6 +42,7 @@ def assert_one_line_error(cp, code, *needles, stdout=""):
     (["trace", "--bogus"], ["--bogus"]),
     (["trace", "--buffer-pages", "3"], ["--buffer-pages", "power of two"]),
     (["check", "--force-hook", "tcp_connect=carrier-pigeon"], ["--force-hook", "tcp_connect=fentry|kprobe|tracepoint"]),
+    (["check", "--force-hook", "tcp_connect=off"], ["--force-hook", "nagle=raw_tracepoint|fentry|kprobe|off"]),
     (["nonsense"], ["nonsense"]),
     (["trace", "--summary", "--threshold", "churn=3"], ["--threshold", "churn_per_s", "short_lifetime_us"]),
     (["trace", "--summary", "--threshold", "refused=many"], ["refused takes a number"]),

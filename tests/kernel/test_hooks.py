@@ -134,3 +134,14 @@ def test_the_agent_takes_the_expected_methods(agent):
     hooks = agent.start["hooks"]
     assert {k: hooks[k]["method"] for k in want} == want
     assert all(hooks[k]["state"] == "active" for k in want)
+
+
+def test_an_optional_hook_turned_off_is_left_out_and_says_so():
+    """nagle=off: its cost (a run per write) is gone, the start record says why,
+    and --strict does not count a hook turned off on purpose as a miss."""
+    with AgentRun("--force-hook", "nagle=off", "--strict") as run:
+        st = run.start["hooks"]["nagle"]
+        assert (st["method"], st["state"]) == (None, "off"), st
+        assert st["fallbacks_skipped"] and all("nagle=off" in why for why in st["fallbacks_skipped"]), st
+        port = _loopback_roundtrip("127.0.0.1")  # the rest traces as before
+        run.wait_for(lambda r: r["type"] == "connect" and r["dport"] == port and r["result"] == "ok")
