@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from netlab import NetPair, json_lines, wait_json_line
+from netlab import NetPair, json_lines, wait_json_line, wait_until  # noqa: F401  (the fleet tests' wait)
 from .agentrun import REPO
 
 DB_ADDR = "169.254.250.5"
@@ -213,13 +213,3 @@ class FleetHost:
 def _quote(a: str) -> str:
     import shlex
     return shlex.quote(str(a))
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(interval)

@@ -300,6 +300,18 @@ def _pump(proc: subprocess.Popen, timeout: float) -> None:
             pass
 
 
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """predicate()'s first true value, polling; fails naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
 def wait_json_line(proc: subprocess.Popen, predicate: Callable[[dict], bool], timeout: float) -> dict:
     """Return the first not-yet-returned JSON line of proc's stdout matching predicate.
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from netlab import pick_port
+from netlab import pick_port, wait_until
 
 from ..agentrun import AgentRun, is_root
 from ..kernel.conftest import Lab
@@ -73,25 +73,31 @@ def test_connection_metrics_count_known_connections_exactly(tmp_path, netpair, p
         ok = lab.client(port, "--count", 5, "--close-first", comm="cs-prom")
         refused = lab.client(closed, "--count", 3, comm="cs-prom")
         assert [a["error"] for a in ok + refused] == [None] * 5 + ["ECONNREFUSED"] * 3
+        # A closing client's socket is FIN_WAIT2 until the server's FIN makes it
+        # TIME_WAIT: once all five are, one more connection that the server
+        # closes first (after its 1 s) makes the gauge's last reading 5 for sure.
+        wait_until(lambda: time_wait_sockets(lab, lab.server_addr, port) == 5, 10, "5 TIME_WAIT sockets")
+        [last] = lab.client(port, "--count", 1, comm="cs-prom")
+        assert last["error"] is None and last["peer_eof"]
         tw = time_wait_sockets(lab, lab.server_addr, port)
         m = after_windows(mport)
 
         cli = dict(comm="cs-prom", destination=f"{lab.server_addr}:{port}", direction="outbound")
         srv = dict(comm="cs-prom-srv", destination=f"*:{port}", direction="inbound")
-        assert value(m, "connscope_connects_total", **cli, result="ok") == 5
+        assert value(m, "connscope_connects_total", **cli, result="ok") == 6
         assert value(m, "connscope_connects_total", comm="cs-prom", destination=f"{lab.server_addr}:{closed}",
                      result="ECONNREFUSED") == 3
-        assert value(m, "connscope_accepts_total", **srv) == 5
-        assert value(m, "connscope_closes_total", **cli) == 5
-        assert value(m, "connscope_active_closes_total", **cli) == 5  # the client closed first
-        assert value(m, "connscope_closes_total", **srv) == 5
-        assert not samples(m, "connscope_active_closes_total", **srv)
+        assert value(m, "connscope_accepts_total", **srv) == 6
+        assert value(m, "connscope_closes_total", **cli) == 6
+        assert value(m, "connscope_active_closes_total", **cli) == 5  # the client closed first five times
+        assert value(m, "connscope_closes_total", **srv) == 6
+        assert value(m, "connscope_active_closes_total", **srv) == 1  # and the server once
         assert tw == 5 and value(m, "connscope_time_wait_sockets", **cli) == tw
-        # the handshake histogram: five loopback-fast connects, all under 0.1 s
-        assert value(m, "connscope_connect_duration_seconds_count", **cli) == 5
-        assert value(m, "connscope_connect_duration_seconds_bucket", **cli, le="0.1") == 5
-        assert value(m, "connscope_connect_duration_seconds_bucket", **cli, le="+Inf") == 5
-        assert 0 < value(m, "connscope_connect_duration_seconds_sum", **cli) < 0.5
+        # the handshake histogram: six loopback-fast connects, all under 0.1 s
+        assert value(m, "connscope_connect_duration_seconds_count", **cli) == 6
+        assert value(m, "connscope_connect_duration_seconds_bucket", **cli, le="0.1") == 6
+        assert value(m, "connscope_connect_duration_seconds_bucket", **cli, le="+Inf") == 6
+        assert 0 < value(m, "connscope_connect_duration_seconds_sum", **cli) < 0.6
         # the refused destination was diagnosed (connect_refused) once
         assert value(m, "connscope_diagnoses_total", comm="cs-prom", destination=f"{lab.server_addr}:{closed}",
                      kind="connect_refused") == 1

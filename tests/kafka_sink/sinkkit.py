@@ -19,6 +19,7 @@ from agent.pipeline import Emitter
 from agent.records.build import RecordBuilder
 from agent.sinks.kafka import KafkaSettings
 
+from netlab import wait_until
 from pure.factories import event
 from schema import assert_valid
 
@@ -112,14 +113,7 @@ class Feeder:
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
+    return wait_until(predicate, timeout, what, poll)
 
 
 def check_delivered(cluster, topic: str, partitions: int, sent: dict[tuple[str, int], bytes], *,

@@ -14,9 +14,10 @@ import os
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
+
+from netlab import wait_until
 
 from ..agentrun import REPO, connscope_argv, is_root
 from ..e2e.test_run import NotifySocket
@@ -42,13 +43,7 @@ def _stderr(tmp_path) -> list[str]:
 
 
 def _wait(what, fn, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    return wait_until(fn, timeout, what, 0.2)
 
 
 def _refused(n: int) -> None:
