@@ -109,10 +109,8 @@ class Ledger:
             if len(self.runs) > self.max_runs:
                 self.runs.popitem(last=False)
                 self.runs_dropped += 1
-        elif run.ranges and seq == run.ranges[-1][1] + 1:
-            run.ranges[-1][1] = seq  # in order: skip the rest
-            return True
-        self.runs.move_to_end(key)
+        else:
+            self.runs.move_to_end(key)  # every record: the least recently seen run goes first
         if not run.add(seq):
             self.duplicates += 1
             return False

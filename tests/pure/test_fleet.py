@@ -22,6 +22,14 @@ def test_duplicates_are_dropped_in_any_order_and_gaps_are_exact():
     assert led.settle(now=1.0) == []  # each gap once
 
 
+def test_past_max_runs_the_least_recently_seen_run_is_forgotten():
+    led = Ledger(max_runs=2)
+    led.seen("a", "r", 1), led.seen("b", "r", 1)
+    led.seen("a", "r", 2)  # in order: a is now the more recent one
+    led.seen("c", "r", 1)
+    assert list(led.runs) == [("a", "r"), ("c", "r")] and led.runs_dropped == 1
+
+
 def test_a_gap_waits_for_its_grace_and_a_late_record_is_counted():
     led = Ledger(grace_s=10)
     for s in (1, 2, 4):
